@@ -18,6 +18,9 @@ const (
 	OutcomeParseError = "parse_error"
 	// OutcomeTooLarge: the content was bigger than the caps allow (including decompression bombs).
 	OutcomeTooLarge = "too_large"
+	// OutcomeError: the result could not be fetched for a reason that retrying will not fix (the API has no
+	// result for this index, the link points to a host that is not allowed, ...); Problem says why.
+	OutcomeError = "error"
 )
 
 // Event is one result event: one per command of a machine action.

@@ -1,0 +1,69 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/config"
+	"github.com/lr-relay/lr-relay/internal/download"
+	"github.com/lr-relay/lr-relay/internal/relay"
+)
+
+// Fetch answers an analyst's one-off question without NATS: it gets the action from the API of the default
+// tenant and prints the result of each command (or only of index, when >= 0) as a JSON line. Content too large
+// to go inline is summarised (size, digest, preview), since there is no object store here.
+func Fetch(ctx context.Context, cfg config.Config, log zerolog.Logger, actionID string, index int, out io.Writer) error {
+	if !action.IsGUID(actionID) {
+		return fmt.Errorf("--action %q is not a GUID", actionID)
+	}
+	cfg.QuotaShared = false
+	a := &App{o: Options{Config: cfg, Logger: log, Registry: prometheus.NewRegistry()}, cfg: cfg, log: log}
+	route, err := a.tenants(ctx, nil)
+	if err != nil {
+		return err
+	}
+	t, ok := route("")
+	if !ok {
+		return fmt.Errorf("fetch uses the default tenant: set LR_MDE_TENANT_ID and LR_MDE_CLIENT_ID")
+	}
+	dl, err := download.New(download.Config{
+		AllowHTTP: cfg.DownloadAllowHTTP, AllowedHosts: cfg.DownloadAllowedHosts, MaxBytes: cfg.DownloadMaxBytes,
+		Timeout: cfg.DownloadTimeout, IdleTimeout: cfg.DownloadIdleTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	proc := relay.NewProcessor(dl, nil, relay.ProcessOptions{
+		InlineMax: cfg.InlineMaxBytes, PreviewBytes: cfg.PreviewBytes,
+		GetFileMaxBytes: cfg.GetFileMaxBytes, GetFileMaxRatio: cfg.GetFileMaxRatio, LinkRetries: cfg.LinkRetries,
+	}, log)
+	act, err := t.API.GetAction(ctx, actionID)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	found := false
+	for _, c := range act.Commands {
+		if index >= 0 && c.Index != index {
+			continue
+		}
+		found = true
+		ev, err := proc.Result(ctx, t.API, t.Name, act, c)
+		if err != nil {
+			return fmt.Errorf("command %d: %w", c.Index, err)
+		}
+		if err := enc.Encode(ev); err != nil {
+			return err
+		}
+	}
+	if index >= 0 && !found {
+		return fmt.Errorf("action %s has no command with index %d", actionID, index)
+	}
+	return nil
+}

@@ -1,0 +1,36 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	events        *prometheus.CounterVec
+	results       *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	duplicates    prometheus.Counter
+	skipped       prometheus.Counter
+	inflight      prometheus.Gauge
+	eventDuration prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "events_total",
+			Help: "Source events by fate: relayed, retried, handed_back, dead_lettered."}, []string{"fate"}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "results_published_total",
+			Help: "Result events stored in the results stream."}, []string{"command_type", "outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "deadletters_total",
+			Help: "Dead-letter records stored, by reason."}, []string{"reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "lr", Name: "results_duplicate_total",
+			Help: "Result publishes the results stream recognised as duplicates (Nats-Msg-Id)."}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "lr", Name: "results_already_stored_total",
+			Help: "Commands skipped on redelivery because their result was already stored."}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "lr", Name: "events_in_flight",
+			Help: "Events being processed by this process."}),
+		eventDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "lr", Name: "event_duration_seconds",
+			Help: "Time from pulling an event to settling it.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.events, m.results, m.deadLetters, m.duplicates, m.skipped, m.inflight, m.eventDuration)
+	}
+	return m
+}

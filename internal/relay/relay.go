@@ -1,0 +1,253 @@
+// Package relay consumes "live response finished" events from a shared durable JetStream consumer, turns every
+// command into one result event, and decides each source message's fate in one place (handle).
+//
+// Delivery guarantee: a source event is acked only after every one of its results has its PubAck. Every result
+// is published with Nats-Msg-Id <actionId>.<index> to its own subject, and before a command is worked on the
+// results stream is asked for the last message on that subject, so a redelivery never publishes a result twice,
+// even long after the stream's duplicate window. Permanent failures are dead-lettered (with the original
+// payload) and only then terminated; transient ones are handed back with NakWithDelay on a backoff schedule.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/result"
+)
+
+// Tenant is one Defender tenant the relay serves.
+type Tenant struct {
+	// Name is lr-relay's name for the tenant; it is the subject token of its results ("default" for the
+	// tenant configured by the LR_MDE_* variables).
+	Name string
+	API  API
+}
+
+// Router finds the tenant of an event from its tenantId ("" when the event has none).
+type Router func(tenantID string) (*Tenant, bool)
+
+// Validator checks documents against schemas/.
+type Validator interface {
+	ValidateEvent(doc []byte) error
+	ValidateResult(doc []byte) error
+	ValidateDeadLetter(doc []byte) error
+}
+
+// Options configures a Relay.
+type Options struct {
+	JS              jetstream.JetStream
+	Streams         StreamConfig
+	Workers         int
+	MaxDeliver      int
+	Backoff         []time.Duration
+	ShutdownTimeout time.Duration
+	Processor       *Processor
+	Router          Router
+	Validator       Validator
+	Logger          zerolog.Logger
+	Registerer      prometheus.Registerer
+	// OnResult, when set, is called after each result's PubAck (the demo prints results with it).
+	OnResult func(*result.Event)
+	// OnDeadLetter, when set, is called after each dead-letter record's PubAck.
+	OnDeadLetter func(*DeadLetter)
+}
+
+// Relay is the pipeline. Create it with New, start it with Run.
+type Relay struct {
+	o       Options
+	log     zerolog.Logger
+	metrics *metrics
+	results jetstream.Stream
+
+	mu       sync.Mutex
+	consumer jetstream.Consumer
+	ackWait  time.Duration
+	ready    bool
+}
+
+// New checks the options and returns a Relay. It does not touch the network.
+func New(o Options) (*Relay, error) {
+	switch {
+	case o.JS == nil:
+		return nil, errors.New("relay: no JetStream context")
+	case o.Processor == nil:
+		return nil, errors.New("relay: no processor")
+	case o.Router == nil:
+		return nil, errors.New("relay: no tenant router")
+	case o.Validator == nil:
+		return nil, errors.New("relay: no schema validator")
+	case o.Workers < 1:
+		return nil, errors.New("relay: workers must be at least 1")
+	case len(o.Backoff) == 0:
+		return nil, errors.New("relay: empty backoff schedule")
+	}
+	if o.MaxDeliver < 1 {
+		o.MaxDeliver = 10
+	}
+	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer)}, nil
+}
+
+// Ready reports whether the relay is bound to its consumer and connected.
+func (r *Relay) Ready() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready
+}
+
+// Run binds the consumer and processes events until ctx ends. Then it stops pulling at once, gives in-flight
+// work ShutdownTimeout to finish, hands back what did not finish (NakWithDelay), and returns.
+func (r *Relay) Run(ctx context.Context) error {
+	results, err := r.o.JS.Stream(ctx, r.o.Streams.ResultStream)
+	if err != nil {
+		return fmt.Errorf("binding results stream %q: %w", r.o.Streams.ResultStream, err)
+	}
+	r.results = results
+	if err := r.bind(ctx); err != nil {
+		return err
+	}
+
+	// workCtx outlives ctx by ShutdownTimeout, so in-flight events can finish after intake stopped.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopTimer := context.AfterFunc(ctx, func() {
+		r.log.Info().Dur("timeout", r.o.ShutdownTimeout).Msg("stopping intake; finishing in-flight work")
+		t := time.AfterFunc(r.o.ShutdownTimeout, cancelWork)
+		context.AfterFunc(workCtx, func() { t.Stop() })
+	})
+	defer stopTimer()
+
+	var wg sync.WaitGroup
+	for i := 0; i < r.o.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.worker(ctx, workCtx)
+		}()
+	}
+	wg.Wait()
+	r.mu.Lock()
+	r.ready = false
+	r.mu.Unlock()
+	return nil
+}
+
+// worker pulls one message at a time: a worker holds at most one event, so nothing waits in a client-side
+// buffer while its ack timer runs.
+func (r *Relay) worker(pullCtx, workCtx context.Context) {
+	for pullCtx.Err() == nil {
+		cons := r.current()
+		fetchCtx, cancel := context.WithTimeout(pullCtx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fetchCtx))
+		cancel()
+		if err != nil {
+			r.pullFailed(pullCtx, err)
+			continue
+		}
+		r.handle(workCtx, msg)
+	}
+}
+
+func (r *Relay) pullFailed(ctx context.Context, err error) {
+	switch {
+	case ctx.Err() != nil:
+		return
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+		r.setReady(true)
+		return
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+		r.log.Warn().Err(err).Str("consumer", r.o.Streams.Consumer).Msg("consumer gone; recreating it")
+		r.setReady(false)
+		if err := r.bind(ctx); err != nil {
+			r.log.Error().Err(err).Msg("recreating consumer failed; will retry")
+		}
+	default:
+		r.setReady(false)
+		r.log.Debug().Err(err).Msg("pull failed; retrying")
+	}
+	t := time.NewTimer(500*time.Millisecond + rand.N(500*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (r *Relay) setReady(v bool) {
+	r.mu.Lock()
+	r.ready = v
+	r.mu.Unlock()
+}
+
+func (r *Relay) current() jetstream.Consumer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.consumer
+}
+
+// bind finds the durable consumer, creating it when it is missing (at start, or after someone deleted it).
+// Concurrent callers are serialised; the consumer settings are those of EnsureConsumer.
+func (r *Relay) bind(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cons, err := EnsureConsumer(ctx, r.o.JS, r.o.Streams)
+	if err != nil {
+		return err
+	}
+	r.consumer = cons
+	r.ackWait = cons.CachedInfo().Config.AckWait
+	if r.ackWait <= 0 {
+		r.ackWait = 30 * time.Second
+	}
+	r.ready = true
+	return nil
+}
+
+// keepAlive sends InProgress every third of AckWait until the returned stop is called, so waiting on the
+// limiter, the API or a long download never lets the ack timer expire.
+func (r *Relay) keepAlive(msg jetstream.Msg) (stop func()) {
+	r.mu.Lock()
+	every := r.ackWait / 3
+	r.mu.Unlock()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					r.log.Debug().Err(err).Msg("InProgress failed")
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+// backoff returns the delay before delivery number n+1, with ±20% jitter so retries of many events spread.
+func (r *Relay) backoff(delivered uint64) time.Duration {
+	i := int(delivered) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(r.o.Backoff) {
+		i = len(r.o.Backoff) - 1
+	}
+	d := r.o.Backoff[i]
+	jitter := time.Duration(rand.Int64N(int64(d)/5*2+1)) - d/5
+	return d + jitter
+}
