@@ -317,8 +317,10 @@ func (e endpointLimiter) pick(key string) mde.Limiter {
 	return e.actions
 }
 
-func (e endpointLimiter) Wait(ctx context.Context, key string) error { return e.pick(key).Wait(ctx, key) }
-func (e endpointLimiter) Pause(key string, until time.Time)         { e.pick(key).Pause(key, until) }
+func (e endpointLimiter) Wait(ctx context.Context, key string) error {
+	return e.pick(key).Wait(ctx, key)
+}
+func (e endpointLimiter) Pause(key string, until time.Time) { e.pick(key).Pause(key, until) }
 
 // Ready reports whether the process is connected and bound to its consumer.
 func (a *App) Ready() (bool, string) {

@@ -21,3 +21,11 @@ type Sink interface {
 // than what goes inline; a nil Opener means "no store configured": content beyond the inline cap is then
 // summarised (size, digest, preview) but not kept.
 type Opener func() (Sink, error)
+
+// Annotator is implemented by sinks that can store metadata learned only while the content streamed (for a
+// GetFile, its compressed size). A parser calls Annotate before Commit when its sink implements it; the
+// values become part of the committed object atomically, so a reader of the object never sees it without
+// them.
+type Annotator interface {
+	Annotate(meta map[string]string)
+}

@@ -29,7 +29,7 @@ type Config struct {
 
 	ResultStream        string        `envconfig:"RESULT_STREAM" default:"LIVE_RESPONSE_RESULTS" desc:"Stream the result events are stored in."`
 	ResultSubjectPrefix string        `envconfig:"RESULT_SUBJECT_PREFIX" default:"mde.liveresponse.results" desc:"Results go to <prefix>.<tenant>.<actionId>.<index>."`
-	ResultDuplicates    time.Duration `envconfig:"RESULT_DUPLICATE_WINDOW" default:"30m" desc:"Duplicate window of a provisioned results stream (Nats-Msg-Id dedupe)."`
+	ResultDuplicates    time.Duration `envconfig:"RESULT_DUPLICATE_WINDOW" default:"1h" desc:"Duplicate window of a provisioned results stream (Nats-Msg-Id dedupe)."`
 	DeadLetterStream    string        `envconfig:"DEADLETTER_STREAM" default:"LIVE_RESPONSE_DEADLETTER" desc:"Stream the dead-letter records are stored in."`
 	DeadLetterSubject   string        `envconfig:"DEADLETTER_SUBJECT" default:"mde.liveresponse.deadletter" desc:"Subject of the dead-letter records."`
 	Provision           bool          `envconfig:"PROVISION" default:"true" desc:"Create missing streams, consumer and buckets; existing ones are used as they are."`

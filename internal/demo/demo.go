@@ -140,6 +140,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		return sum, err
 	}
 	runCtx, stopRelay := context.WithCancel(ctx)
+	defer stopRelay()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(runCtx) }()
 

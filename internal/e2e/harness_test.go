@@ -57,6 +57,12 @@ func newEnv(t *testing.T, simCfg simulator.Config) *env {
 	}
 	t.Cleanup(ns.Shutdown)
 	e := &env{t: t, ns: ns, logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := strings.Split(e.logs.String(), "\n")
+			t.Logf("last log lines:\n%s", strings.Join(lines[max(0, len(lines)-400):], "\n"))
+		}
+	})
 	if simCfg.Seed == 0 {
 		simCfg.Seed = 7
 	}

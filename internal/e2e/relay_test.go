@@ -16,9 +16,12 @@ import (
 // TestRelayEndToEnd publishes the awkward samples and a batch of generated actions, and checks that every
 // command gives exactly one schema-valid result, that nothing was throttled, and that no secret was logged.
 func TestRelayEndToEnd(t *testing.T) {
-	e := newEnv(t, simulator.Config{})
+	// Scaled time: the simulator enforces 100 calls per second and 300 per 5 seconds, and so must the relay;
+	// ~190 link calls cross both windows.
+	const limits = "100/1s,300/5s"
+	e := newEnv(t, simulator.Config{LinkLimits: limits, ActionLimits: limits})
 	samples := simulator.SampleActions(simulator.DefaultTenantID)
-	gen := simulator.GenerateActions(40, 3, 4096, 11)
+	gen := simulator.GenerateActions(60, 3, 4096, 11)
 	actions := append(samples, gen...)
 	for _, a := range actions {
 		e.sim.AddAction(a)
@@ -31,7 +34,8 @@ func TestRelayEndToEnd(t *testing.T) {
 			want[relay.MsgID(a.MachineAction.ID, c.Index)] = true
 		}
 	}
-	cfg := e.config(t, map[string]string{"LR_WORKERS": "4"})
+	cfg := e.config(t, map[string]string{"LR_WORKERS": "4", "LR_RATE_LIMITS": limits, "LR_ACTION_RATE_LIMITS": limits,
+		"LR_QUOTA_SKEW_MARGIN": "100ms"})
 	e.startRelay(t, cfg)
 	e.publishActions(t, cfg, actions)
 

@@ -31,7 +31,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 	replicas := max(c.Replicas, 1)
 	dup := c.ResultDuplicates
 	if dup <= 0 {
-		dup = 30 * time.Minute
+		dup = time.Hour
 	}
 	want := []jetstream.StreamConfig{
 		{Name: c.SourceStream, Subjects: []string{c.SourceSubject}, Storage: jetstream.FileStorage,

@@ -1,0 +1,274 @@
+package download
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+)
+
+func TestRedact(t *testing.T) {
+	tests := []struct {
+		name string
+		link string
+		want string
+	}{
+		{name: "mde link",
+			link: "https://acct.blob.core.windows.net/investigation-actions-data/id/CustomPlaybookCommandOutput/ab?se=2021-02-04T16%3A13%3A50Z&sp=r&sv=2019-07-07&sr=b&sig=" + testSig,
+			want: "https://acct.blob.core.windows.net/investigation-actions-data/id/CustomPlaybookCommandOutput/ab?se=2021-02-04T16%3A13%3A50Z&sp=r&sv=2019-07-07&sr=b&sig=REDACTED"},
+		{name: "upper-case key", link: "https://h/p?SIG=" + testSig + "&sv=1", want: "https://h/p?SIG=REDACTED&sv=1"},
+		{name: "unknown params are redacted", link: "https://h/p?token=abc&skoid=guid&sp=r", want: "https://h/p?token=REDACTED&skoid=REDACTED&sp=r"},
+		{name: "encoded key", link: "https://h/p?%73ig=" + testSig, want: "https://h/p?%73ig=REDACTED"},
+		{name: "user info and fragment dropped", link: "https://u:" + testSig + "@h/p?x=1#sig=" + testSig, want: "https://h/p?x=REDACTED"},
+		{name: "no query", link: "https://h/p", want: "https://h/p"},
+		{name: "empty values kept", link: "https://h/p?sig=&flag", want: "https://h/p?sig=&flag"},
+		{name: "unparseable", link: "https://u:pw@h/%zz?sig=" + testSig, want: "https://h/%zz?REDACTED"},
+		{name: "unparseable without query", link: "https://h/%zz", want: "https://h/%zz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Redact(tt.link)
+			if got != tt.want {
+				t.Errorf("Redact(%q) = %q, want %q", tt.link, got, tt.want)
+			}
+			assertNoSecret(t, "Redact", got)
+		})
+	}
+}
+
+func TestScrub(t *testing.T) {
+	link := "https://h/p?sig=" + testSig
+	secrets := secretsOf(link)
+	tests := []struct {
+		name      string
+		err       error
+		wantSame  bool
+		wantInMsg string
+	}{
+		{name: "harmless error kept", err: errors.New("connection reset"), wantSame: true},
+		{name: "raw signature", err: fmt.Errorf("get %q: %w", link, errors.New("boom")), wantInMsg: "sig=REDACTED"},
+		{name: "decoded signature", err: errors.New("bad " + testSigDecoded), wantInMsg: "bad REDACTED"},
+		{name: "foreign signature in a location", err: errors.New(`failed to parse Location header "https://x/%zz?sig=other-secret&sp=r"`),
+			wantInMsg: "sig=REDACTED&sp=r"},
+		{name: "signature deep in the chain", err: fmt.Errorf("outer: %w", &hidden{inner: errors.New(testSig)}), wantInMsg: "outer: hidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := scrub(tt.err, secrets)
+			if tt.wantSame {
+				if got != tt.err {
+					t.Errorf("scrub replaced a harmless error: %v", got)
+				}
+				return
+			}
+			assertErrNoSecret(t, got)
+			if strings.Contains(got.Error(), "other-secret") {
+				t.Errorf("scrub kept a foreign signature: %q", got)
+			}
+			if !strings.Contains(got.Error(), tt.wantInMsg) {
+				t.Errorf("scrub = %q, want it to contain %q", got, tt.wantInMsg)
+			}
+			if errors.Unwrap(got) != nil {
+				t.Errorf("scrubbed error still wraps %v", errors.Unwrap(got))
+			}
+		})
+	}
+}
+
+// hidden hides its cause's text but still exposes it through Unwrap.
+type hidden struct{ inner error }
+
+func (h *hidden) Error() string { return "hidden" }
+func (h *hidden) Unwrap() error { return h.inner }
+
+func TestFileName(t *testing.T) {
+	tests := []struct {
+		name   string
+		header string
+		want   string
+	}{
+		{name: "quoted", header: `attachment; filename="x.gz"`, want: "x.gz"},
+		{name: "token", header: `attachment; filename=x.gz`, want: "x.gz"},
+		{name: "rfc 2231", header: `attachment; filename*=UTF-8''na%C3%AFve%20file.gz`, want: "naïve file.gz"},
+		{name: "rfc 2231 wins", header: `attachment; filename="plain.gz"; filename*=UTF-8''fancy.gz`, want: "fancy.gz"},
+		{name: "unix traversal", header: `attachment; filename="../../etc/passwd"`, want: "passwd"},
+		{name: "windows path", header: `attachment; filename="C:\\Windows\\Temp\\dump.gz"`, want: "dump.gz"},
+		{name: "encoded traversal", header: `attachment; filename*=UTF-8''..%2F..%2Fx.gz`, want: "x.gz"},
+		{name: "only dots", header: `attachment; filename=".."`, want: ""},
+		{name: "trailing separator", header: `attachment; filename="dir/"`, want: ""},
+		{name: "newline", header: `attachment; filename*=UTF-8''a%0Ab.gz`, want: ""},
+		{name: "nul", header: `attachment; filename*=UTF-8''a%00b.gz`, want: ""},
+		{name: "escape sequence", header: `attachment; filename*=UTF-8''%1B%5B31mred.gz`, want: ""},
+		{name: "bidi override", header: `attachment; filename*=UTF-8''invoice%E2%80%AEzg.exe`, want: ""},
+		{name: "invalid utf-8", header: `attachment; filename*=UTF-8''%FF%FE.gz`, want: ""},
+		{name: "alternate data stream", header: `attachment; filename="x.gz:evil"`, want: ""},
+		{name: "too long", header: `attachment; filename="` + strings.Repeat("a", 300) + `"`, want: ""},
+		{name: "malformed header", header: `attachment; filename="unterminated`, want: ""},
+		{name: "no filename", header: `inline`, want: ""},
+		{name: "empty", header: ``, want: ""},
+		{name: "spaces trimmed", header: `attachment; filename="  x.gz  "`, want: "x.gz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fileName(tt.header); got != tt.want {
+				t.Errorf("fileName(%q) = %q, want %q", tt.header, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatchHost(t *testing.T) {
+	d, err := New(Config{AllowedHosts: []string{".blob.core.windows.net", ".Blob.Core.UsGovCloudApi.Net.", "mirror.internal", "127.0.0.1:8443", "[::1]:9000"}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		host, port string
+		want       match
+	}{
+		{"acct.blob.core.windows.net", "443", matchSuffix},
+		{"ACCT.BLOB.CORE.WINDOWS.NET", "443", matchSuffix},
+		{"acct.blob.core.windows.net.", "443", matchSuffix},
+		{"a.b.blob.core.windows.net", "443", matchSuffix},
+		{"acct.blob.core.usgovcloudapi.net", "443", matchSuffix},
+		{"evilblob.core.windows.net", "443", matchNone},
+		{"blob.core.windows.net", "443", matchNone},
+		{"acct.blob.core.windows.net.evil.example", "443", matchNone},
+		{"acct.table.core.windows.net", "443", matchNone},
+		{"mirror.internal", "80", matchLiteral},
+		{"mirror.internal", "8080", matchLiteral},
+		{"x.mirror.internal", "80", matchNone},
+		{"127.0.0.1", "8443", matchLiteral},
+		{"127.0.0.1", "8444", matchNone},
+		{"::1", "9000", matchLiteral},
+		{"::1", "9001", matchNone},
+		{"169.254.169.254", "80", matchNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host+":"+tt.port, func(t *testing.T) {
+			if got := d.matchHost(tt.host, tt.port); got != tt.want {
+				t.Errorf("matchHost(%q, %q) = %d, want %d", tt.host, tt.port, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestIsPublic(t *testing.T) {
+	tests := []struct {
+		addr string
+		want bool
+	}{
+		{"20.60.0.1", true}, // an Azure Storage address
+		{"8.8.8.8", true},
+		{"2603:1030::1", true},
+		{"127.0.0.1", false},
+		{"127.255.0.1", false},
+		{"10.1.2.3", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"169.254.169.254", false}, // cloud metadata
+		{"100.64.0.1", false},
+		{"0.0.0.0", false},
+		{"0.1.2.3", false},
+		{"255.255.255.255", false},
+		{"224.0.0.1", false},
+		{"::", false},
+		{"::1", false},
+		{"fe80::1", false},
+		{"fc00::1", false},
+		{"fd12:3456::1", false},
+		{"::ffff:127.0.0.1", false},
+		{"::ffff:169.254.169.254", false},
+		{"64:ff9b::a9fe:a9fe", false}, // NAT64 of 169.254.169.254
+		{"64:ff9b::808:808", true},    // NAT64 of 8.8.8.8
+		{"ff02::1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			if got := isPublic(netip.MustParseAddr(tt.addr)); got != tt.want {
+				t.Errorf("isPublic(%s) = %v, want %v", tt.addr, got, tt.want)
+			}
+			err := controlPublicOnly("tcp", netip.AddrPortFrom(netip.MustParseAddr(tt.addr), 443).String(), nil)
+			if got := err == nil; got != tt.want {
+				t.Errorf("controlPublicOnly(%s) allowed = %v, want %v", tt.addr, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string // substrings, one per expected problem; none = valid
+	}{
+		{name: "zero is valid", cfg: Config{}},
+		{name: "literal and suffix", cfg: Config{AllowedHosts: []string{".blob.test", "127.0.0.1:8080", "[::1]:1", "host"}}},
+		{name: "every problem at once",
+			cfg: Config{MaxBytes: -1, Timeout: -1, IdleTimeout: -1, TotalTimeout: -1,
+				AllowedHosts: []string{"", "https://x.blob.core.windows.net", "*.blob.core.windows.net", ".", ".x.net:443", "h:0", "h:x"}},
+			want: []string{"MAX_BYTES", "download timeout", "idle timeout", "total timeout", "empty entry", "not a URL",
+				`write a suffix rule as ".blob.core.windows.net"`, `"." is not a valid suffix`, `".x.net:443" is not a valid suffix`,
+				`"h:0" has an invalid port`, `"h:x" has an invalid port`}},
+		{name: "empty list", cfg: Config{AllowedHosts: []string{}}, want: []string{"at least one host"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate() = %v, want nil", err)
+				}
+				if _, err := New(tt.cfg, zerolog.Nop()); err != nil {
+					t.Errorf("New: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate() = nil, want errors")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Validate() = %q, want it to mention %q", err, w)
+				}
+			}
+			if _, err := New(tt.cfg, zerolog.Nop()); err == nil {
+				t.Error("New accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestErrorRetryableAndText(t *testing.T) {
+	tests := []struct {
+		err           *Error
+		wantRetryable bool
+		wantText      string
+	}{
+		{&Error{Kind: KindExpired, Status: 403, Code: "AuthenticationFailed", URL: "https://h/p?sig=REDACTED"}, false,
+			"download https://h/p?sig=REDACTED: expired (status 403 AuthenticationFailed)"},
+		{&Error{Kind: KindStatus, Status: 404, Code: "BlobNotFound", URL: "u"}, false, "download u: status (status 404 BlobNotFound)"},
+		{&Error{Kind: KindStatus, Status: 503, URL: "u"}, true, "download u: status (status 503)"},
+		{&Error{Kind: KindStatus, Status: 429, URL: "u"}, true, "download u: status (status 429)"},
+		{&Error{Kind: KindStatus, Status: 408, URL: "u"}, true, "download u: status (status 408)"},
+		{&Error{Kind: KindNetwork, URL: "u", Err: errors.New("reset")}, true, "download u: network: reset"},
+		{&Error{Kind: KindTimeout, URL: "u"}, true, "download u: timeout"},
+		{&Error{Kind: KindTooLarge, URL: "u"}, false, "download u: too_large"},
+		{&Error{Kind: KindDisallowed, URL: "u"}, false, "download u: disallowed"},
+		{&Error{Kind: KindCanceled, URL: "u"}, false, "download u: canceled"},
+		{&Error{URL: "u"}, false, "download u: unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantText, func(t *testing.T) {
+			if got := tt.err.Retryable(); got != tt.wantRetryable {
+				t.Errorf("Retryable() = %v, want %v", got, tt.wantRetryable)
+			}
+			if got := tt.err.Error(); got != tt.wantText {
+				t.Errorf("Error() = %q, want %q", got, tt.wantText)
+			}
+		})
+	}
+}

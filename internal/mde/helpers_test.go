@@ -1,0 +1,211 @@
+package mde
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+const (
+	testTenantID = "11111111-2222-3333-4444-555555555555"
+	testClientID = "client-app-id"
+	testSecret   = "S3cr3t~Value.Of-The_Client"
+	testScope    = "https://api.securitycenter.microsoft.com/.default"
+	testActionID = "7f5d2a7c-3b3e-4f0c-9a57-1b1f6c2d7e01"
+)
+
+// fakeLimiter records what the client asks of its limiter; it never blocks, so throttle retries run at once.
+type fakeLimiter struct {
+	mu      sync.Mutex
+	waits   []string
+	pauses  []pauseCall
+	waitErr error
+}
+
+type pauseCall struct {
+	key   string
+	until time.Time
+}
+
+func (l *fakeLimiter) Wait(ctx context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.waits = append(l.waits, key)
+	if l.waitErr != nil {
+		return l.waitErr
+	}
+	return ctx.Err()
+}
+
+func (l *fakeLimiter) Pause(key string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pauses = append(l.pauses, pauseCall{key, until})
+}
+
+func (l *fakeLimiter) snapshot() ([]string, []pauseCall) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.waits...), append([]pauseCall(nil), l.pauses...)
+}
+
+// fakeClock is an injectable clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncBuffer is a log sink safe for the server and client goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness is one httptest server playing both the token endpoint and the API, plus a client pointed at it.
+type harness struct {
+	t         *testing.T
+	srv       *httptest.Server
+	lim       *fakeLimiter
+	clock     *fakeClock
+	logs      *syncBuffer
+	client    *Client
+	tokenHits atomic.Int32
+	apiHits   atomic.Int32
+
+	mu       sync.Mutex
+	tokenFn  http.HandlerFunc
+	apiFn    http.HandlerFunc
+	lastForm map[string][]string
+	lastReq  *http.Request
+}
+
+// newHarness starts the server; mutate adjusts the Config before the client is built.
+func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
+	t.Helper()
+	h := &harness{
+		t:     t,
+		lim:   &fakeLimiter{},
+		clock: &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)},
+		logs:  &syncBuffer{},
+	}
+	h.tokenFn = h.defaultToken
+	h.apiFn = func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"value": "https://x.blob.core.windows.net/c/b?sig=abc"})
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /"+testTenantID+"/oauth2/v2.0/token", func(w http.ResponseWriter, r *http.Request) {
+		h.tokenHits.Add(1)
+		_ = r.ParseForm()
+		h.mu.Lock()
+		h.lastForm = r.PostForm
+		fn := h.tokenFn
+		h.mu.Unlock()
+		fn(w, r)
+	})
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		h.apiHits.Add(1)
+		h.mu.Lock()
+		h.lastReq = r.Clone(context.Background())
+		fn := h.apiFn
+		h.mu.Unlock()
+		fn(w, r)
+	})
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	cfg := Config{
+		APIURL:       h.srv.URL,
+		TokenURL:     h.srv.URL + "/{tenant}/oauth2/v2.0/token",
+		Scope:        testScope,
+		TenantID:     testTenantID,
+		ClientID:     testClientID,
+		ClientSecret: testSecret,
+		Tenant:       "acme",
+		UserAgent:    "MdePartner-LrRelay-lr-relay/1.2.3",
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
+	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{WithClock(h.clock.Now)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	h.client = c
+	return h
+}
+
+// defaultToken issues tok-1, tok-2, ... valid for an hour.
+func (h *harness) defaultToken(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]any{
+		"token_type":   "Bearer",
+		"expires_in":   3600,
+		"access_token": fmt.Sprintf("tok-%d", h.tokenHits.Load()),
+	})
+}
+
+func (h *harness) setToken(fn http.HandlerFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.tokenFn = fn
+}
+
+func (h *harness) setAPI(fn http.HandlerFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.apiFn = fn
+}
+
+func (h *harness) request() *http.Request {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastReq
+}
+
+func (h *harness) form() map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastForm
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func apiErrorBody(code, message, target string) map[string]any {
+	return map[string]any{"error": map[string]any{"code": code, "message": message, "target": target}}
+}

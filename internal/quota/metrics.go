@@ -1,0 +1,121 @@
+package quota
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics holds the collectors shared by Local and Shared. All labels come
+// from the key ("<tenant>/<endpoint>") and the configured windows, never from
+// request ids.
+type metrics struct {
+	granted  *prometheus.CounterVec
+	wait     *prometheus.HistogramVec
+	paused   *prometheus.CounterVec
+	degraded prometheus.Gauge
+}
+
+// newMetrics returns collectors registered with reg, or unregistered ones when
+// reg is nil, so that the hot path never checks for nil. A collector that is
+// already registered (a second limiter on the same registry) is reused.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		granted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "lr", Subsystem: "quota", Name: "calls_granted_total",
+			Help: "Calls allowed by the quota limiter.",
+		}, []string{"tenant", "endpoint"}),
+		wait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "lr", Subsystem: "quota", Name: "wait_seconds",
+			Help:    "Time a call waited for the quota limiter, including pauses.",
+			Buckets: []float64{0.001, 0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600},
+		}, []string{"tenant", "endpoint"}),
+		paused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "lr", Subsystem: "quota", Name: "paused_total",
+			Help: "Pauses requested for a key, typically after a 429 with Retry-After.",
+		}, []string{"tenant", "endpoint"}),
+		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "lr", Subsystem: "quota", Name: "degraded",
+			Help: "1 while the shared quota store is unreachable and the local fallback share is in use.",
+		}),
+	}
+	if reg == nil {
+		return m
+	}
+	m.granted = register(reg, m.granted)
+	m.wait = register(reg, m.wait)
+	m.paused = register(reg, m.paused)
+	return m
+}
+
+func (m *metrics) registerDegraded(reg prometheus.Registerer) {
+	if reg != nil {
+		m.degraded = register(reg, m.degraded)
+	}
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		// A clash with a different collector of the same name: keep counting
+		// into the unregistered one rather than failing the limiter.
+	}
+	return c
+}
+
+// splitKey turns "<tenant>/<endpoint>" into metric labels.
+func splitKey(key string) (tenant, endpoint string) {
+	tenant, endpoint, _ = strings.Cut(key, "/")
+	return tenant, endpoint
+}
+
+func (m *metrics) observeGrant(key string, waited time.Duration) {
+	t, e := splitKey(key)
+	m.granted.WithLabelValues(t, e).Inc()
+	m.wait.WithLabelValues(t, e).Observe(waited.Seconds())
+}
+
+func (m *metrics) observePause(key string) {
+	t, e := splitKey(key)
+	m.paused.WithLabelValues(t, e).Inc()
+}
+
+// utilisationCollector reports, at scrape time, the share of each window's
+// limit used in the window that ends now, so the value decays when traffic
+// stops instead of freezing at the last grant.
+type utilisationCollector struct {
+	desc     *prometheus.Desc
+	snapshot func(now time.Time) []utilisation
+	clock    Clock
+}
+
+type utilisation struct {
+	key    string
+	window Window
+	ratio  float64
+}
+
+func newUtilisationCollector(clock Clock, snapshot func(time.Time) []utilisation) *utilisationCollector {
+	return &utilisationCollector{
+		desc: prometheus.NewDesc("lr_quota_utilisation_ratio",
+			"Grants in the sliding window that ends now divided by the window's limit.",
+			[]string{"tenant", "endpoint", "window"}, nil),
+		snapshot: snapshot,
+		clock:    clock,
+	}
+}
+
+func (c *utilisationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range c.snapshot(c.clock.Now()) {
+		t, e := splitKey(u.key)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, u.ratio, t, e, u.window.String())
+	}
+}

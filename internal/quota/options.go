@@ -1,0 +1,64 @@
+package quota
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// Option configures a Local or a Shared limiter.
+type Option func(*options)
+
+type options struct {
+	clock      Clock
+	registerer prometheus.Registerer
+	logger     zerolog.Logger
+	margin     time.Duration
+	// onGrant, for tests, sees every grant with the exact time recorded.
+	onGrant func(key string, at time.Time)
+}
+
+func buildOptions(opts []Option) options {
+	o := options{clock: RealClock{}, logger: zerolog.Nop()}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.margin < 0 {
+		o.margin = 0
+	}
+	return o
+}
+
+// WithClock replaces the system clock, for tests.
+func WithClock(c Clock) Option {
+	return func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	}
+}
+
+// WithRegisterer registers the limiter's metrics (namespace "lr", subsystem
+// "quota"). Without it no metric is registered anywhere.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(o *options) { o.registerer = r }
+}
+
+// WithLogger sets the logger for pauses and degraded-mode changes.
+func WithLogger(l zerolog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithMargin widens every window by d. A call granted at t reaches the server
+// somewhat later, after a variable network and TLS delay; a server that counts
+// arrival times could then see two calls that were granted w apart arrive less
+// than w apart, and answer the N+1th with a 429. With a margin at least as large
+// as the spread of that delay (say 1-2 s for a 1-minute window), grants are at
+// least w+d apart per N, so arrivals stay at least w apart. The cost is a little
+// throughput: N calls per w+d instead of per w.
+func WithMargin(d time.Duration) Option {
+	return func(o *options) { o.margin = d }
+}

@@ -1,0 +1,123 @@
+package simulator
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// maxTokenForm bounds the token request body.
+const maxTokenForm = 64 << 10
+
+// handleToken serves POST /{tenant}/oauth2/v2.0/token with the client credentials grant, answering errors
+// the way Entra ID does (status, error, AADSTS code), so that golang.org/x/oauth2 sees what it would see in
+// production. Client credentials are accepted in the form or as HTTP Basic authentication.
+func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	s.mu.Lock()
+	s.stats.TokenCalls++
+	f := s.faults.withDefaults()
+	failed, unavailable := s.roll(f.Token), false
+	if failed {
+		unavailable = s.rng.IntN(2) == 1
+		s.stats.FaultsInjected[FaultToken]++
+	}
+	s.mu.Unlock()
+	if failed {
+		s.log.Debug().Bool("unavailable", unavailable).Msg("token fault injected")
+		if unavailable {
+			writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", 50196, "AADSTS50196: The server is temporarily unavailable. Try again later.", now)
+		} else {
+			writeOAuthError(w, http.StatusInternalServerError, "server_error", 90033, "AADSTS90033: A transient error has occurred. Please try again.", now)
+		}
+		return
+	}
+
+	r.Body = http.MaxBytesReader(w, r.Body, maxTokenForm)
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'grant_type'.", now)
+		return
+	}
+	tenantID := r.PathValue("tenant")
+	creds, ok := s.creds[strings.ToLower(tenantID)]
+	if !ok {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 90002, "AADSTS90002: Tenant '"+tenantID+"' not found.", now)
+		return
+	}
+	if gt := r.PostForm.Get("grant_type"); gt != "client_credentials" {
+		writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", 70003, "AADSTS70003: The app requested an unsupported grant type '"+gt+"'.", now)
+		return
+	}
+	clientID, secret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if u, p, basic := r.BasicAuth(); basic {
+		// RFC 6749 2.3.1: Basic credentials are form-urlencoded before being joined.
+		if uu, err := url.QueryUnescape(u); err == nil {
+			u = uu
+		}
+		if pp, err := url.QueryUnescape(p); err == nil {
+			p = pp
+		}
+		clientID, secret = u, p
+	}
+	scope := r.PostForm.Get("scope")
+	switch {
+	case clientID == "":
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'client_id'.", now)
+		return
+	case scope == "":
+		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'scope'.", now)
+		return
+	case !strings.HasSuffix(scope, "/.default"):
+		writeOAuthError(w, http.StatusBadRequest, "invalid_scope", 1002012, "AADSTS1002012: The provided value for scope "+scope+" is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", now)
+		return
+	case !strings.EqualFold(clientID, creds.ClientID):
+		writeOAuthError(w, http.StatusBadRequest, "unauthorized_client", 700016, "AADSTS700016: Application with identifier '"+clientID+"' was not found in the directory '"+tenantID+"'.", now)
+		return
+	case r.PostForm.Get("client_assertion") != "":
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", 700027, "AADSTS700027: Client assertion failed signature validation (the simulator accepts client secrets only).", now)
+		return
+	case subtle.ConstantTimeCompare([]byte(secret), []byte(creds.ClientSecret)) != 1:
+		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.", now)
+		return
+	}
+
+	token := randomHex(32)
+	s.mu.Lock()
+	for k, t := range s.tokens {
+		if !now.Before(t.expires) {
+			delete(s.tokens, k)
+		}
+	}
+	s.tokens[token] = issuedToken{tenant: strings.ToLower(creds.TenantID), expires: now.Add(s.tokenTTL)}
+	s.stats.TokensIssued++
+	s.mu.Unlock()
+	s.log.Debug().Str("tenant", creds.TenantID).Dur("ttl", s.tokenTTL).Msg("token issued")
+
+	body, _ := json.Marshal(struct {
+		TokenType    string `json:"token_type"`
+		ExpiresIn    int64  `json:"expires_in"`
+		ExtExpiresIn int64  `json:"ext_expires_in"`
+		AccessToken  string `json:"access_token"`
+	}{"Bearer", int64(s.tokenTTL / time.Second), int64(s.tokenTTL / time.Second), token})
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, body)
+}
+
+// writeOAuthError writes Entra ID's error body.
+func writeOAuthError(w http.ResponseWriter, status int, code string, aadsts int, description string, now time.Time) {
+	traceID := newRequestID()
+	body, _ := json.Marshal(struct {
+		Error            string `json:"error"`
+		ErrorDescription string `json:"error_description"`
+		ErrorCodes       []int  `json:"error_codes"`
+		Timestamp        string `json:"timestamp"`
+		TraceID          string `json:"trace_id"`
+		CorrelationID    string `json:"correlation_id"`
+	}{code, description + "\r\nTrace ID: " + traceID + "\r\nTimestamp: " + now.UTC().Format("2006-01-02 15:04:05Z"),
+		[]int{aadsts}, now.UTC().Format("2006-01-02 15:04:05Z"), traceID, newRequestID()})
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, status, body)
+}

@@ -1,0 +1,1003 @@
+package transcript
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// readBufSize is the read buffer; string runs are scanned in place inside it.
+const readBufSize = 16 << 10
+
+// syntaxError is a problem with the file's content; Parse turns it into a result.Problem.
+type syntaxError struct {
+	code string
+	msg  string
+}
+
+func (e *syntaxError) Error() string { return e.code + ": " + e.msg }
+
+// sourceReader counts the bytes read from the file and keeps the first max of them for
+// Problem.RawBase64. It sits under the bufio.Reader, so raw is always a prefix of the file.
+type sourceReader struct {
+	r     io.Reader
+	raw   []byte
+	max   int
+	extra bool // more than max bytes were read
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		room := s.max - len(s.raw)
+		if n > room {
+			s.extra = true
+		}
+		if room > 0 {
+			s.raw = append(s.raw, p[:min(n, room)]...)
+		}
+	}
+	return n, err
+}
+
+// context values say where the tokenizer is, for messages.
+const (
+	ctxTop = iota
+	ctxKey
+	ctxValue
+	ctxAfter
+)
+
+// outputPipeline is the cleaning chain of script_output: NULs, then the banner, then the collector.
+type outputPipeline struct {
+	nul    nulFilter
+	banner bannerFilter
+	coll   outputCollector
+}
+
+// textPipeline is the cleaning chain of the other kept strings: NULs, then a capped collector.
+type textPipeline struct {
+	nul  nulFilter
+	coll capCollector
+}
+
+// parser holds all per-file state; it is allocated once per Parse, so the tokenizer itself allocates
+// nothing per token.
+type parser struct {
+	br  *bufio.Reader
+	src sourceReader
+
+	off       int64 // bytes consumed
+	line      int64 // 1-based line of off
+	lineStart int64 // offset of the first byte of the current line
+
+	ctx     int
+	key     [64]byte // the current top-level key, for messages
+	keyLen  int
+	invalid bool // the last string read had invalid UTF-8 or a lone surrogate
+
+	scratch [4 << 10]byte
+	n       int // bytes pending in scratch
+
+	keyc    capCollector
+	numc    capCollector
+	keyBuf  [64]byte
+	numBuf  [40]byte
+	lineBuf [512]byte
+	nameBuf [128]byte
+	stack   []byte
+	stackB  [64]byte
+
+	out     outputPipeline
+	errs    textPipeline
+	nameTxt textPipeline
+
+	// Fields gathered from the document.
+	seenOutput, seenErrors, seenName, seenExit bool
+	seenKnown                                  bool
+	unknownKeys                                []string
+	name                                       string
+	exitCode                                   *int
+	errText                                    string
+	invalidUTF8                                bool
+	typeErr                                    *syntaxError
+}
+
+func newParser(r io.Reader, opts Options) *parser {
+	p := &parser{line: 1}
+	p.src = sourceReader{r: r, max: opts.RawMax, raw: make([]byte, 0, min(opts.RawMax, 8<<10))}
+	p.br = bufio.NewReaderSize(&p.src, readBufSize)
+	p.keyc.buf, p.keyc.limit = p.keyBuf[:0], len(p.keyBuf)
+	p.numc.buf, p.numc.limit = p.numBuf[:0], len(p.numBuf)
+	p.stack = p.stackB[:0]
+	p.out.coll = outputCollector{inlineMax: opts.InlineMax, preview: opts.PreviewBytes, open: opts.Spill}
+	p.out.banner.init(&p.out.coll, p.lineBuf[:])
+	p.out.nul.init(&p.out.banner)
+	p.errs.coll.limit = opts.InlineMax
+	p.errs.nul.init(&p.errs.coll)
+	p.nameTxt.coll.buf, p.nameTxt.coll.limit = p.nameBuf[:0], 1<<10
+	p.nameTxt.nul.init(&p.nameTxt.coll)
+	return p
+}
+
+// ---- low-level reading ----
+
+func (p *parser) readErr(err error) error {
+	return &ReadError{Offset: p.off, Err: err}
+}
+
+// fill returns the buffered bytes, reading more when none are buffered. An empty slice with a nil error
+// means the end of the file.
+func (p *parser) fill() ([]byte, error) {
+	if p.br.Buffered() == 0 {
+		if _, err := p.br.Peek(1); err != nil {
+			if err == io.EOF {
+				return nil, nil
+			}
+			return nil, p.readErr(err)
+		}
+	}
+	b, _ := p.br.Peek(p.br.Buffered())
+	return b, nil
+}
+
+// peekN returns up to n bytes without consuming them; fewer only at the end of the file.
+func (p *parser) peekN(n int) ([]byte, error) {
+	b, err := p.br.Peek(n)
+	if err != nil && err != io.EOF {
+		return nil, p.readErr(err)
+	}
+	return b, nil
+}
+
+func (p *parser) discard(n int) {
+	d, _ := p.br.Discard(n) // n is never more than what is buffered
+	p.off += int64(d)
+}
+
+// peekByte returns the next byte without consuming it; ok is false at the end of the file.
+func (p *parser) peekByte() (c byte, ok bool, err error) {
+	b, err := p.fill()
+	if err != nil || len(b) == 0 {
+		return 0, false, err
+	}
+	return b[0], true, nil
+}
+
+// skipWS consumes JSON whitespace and returns the next byte without consuming it.
+func (p *parser) skipWS() (c byte, ok bool, err error) {
+	for {
+		b, err := p.fill()
+		if err != nil || len(b) == 0 {
+			return 0, false, err
+		}
+		for i, c := range b {
+			switch c {
+			case ' ', '\t', '\r':
+			case '\n':
+				p.line++
+				p.lineStart = p.off + int64(i) + 1
+			default:
+				p.discard(i)
+				return c, true, nil
+			}
+		}
+		p.discard(len(b))
+	}
+}
+
+// next is skipWS where the end of the file is a syntax error.
+func (p *parser) next() (byte, error) {
+	c, ok, err := p.skipWS()
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, p.eofError()
+	}
+	return c, nil
+}
+
+// ---- messages ----
+
+func (p *parser) where() string {
+	k := string(p.key[:p.keyLen])
+	switch p.ctx {
+	case ctxKey:
+		return "in a key of the top-level object"
+	case ctxValue:
+		return fmt.Sprintf("in the value of %q", k)
+	case ctxAfter:
+		return "after the top-level object"
+	}
+	return "in the top-level object"
+}
+
+// position is a place in the file, formatted only when a message needs it.
+type position struct{ off, line, col int64 }
+
+func (q position) String() string {
+	return fmt.Sprintf("byte offset %d (line %d, column %d)", q.off, q.line, q.col)
+}
+
+func (p *parser) pos() position {
+	return position{p.off, p.line, p.off - p.lineStart + 1}
+}
+
+// syntaxf reports invalid JSON at the current position.
+func (p *parser) syntaxf(format string, args ...any) error {
+	return &syntaxError{
+		code: CodeInvalidJSON,
+		msg:  fmt.Sprintf("invalid JSON at %s %s: %s", p.pos(), p.where(), fmt.Sprintf(format, args...)),
+	}
+}
+
+func (p *parser) eofError() error {
+	return &syntaxError{
+		code: CodeInvalidJSON,
+		msg:  fmt.Sprintf("invalid JSON: the file ends unexpectedly at byte offset %d %s; it is truncated or not JSON", p.off, p.where()),
+	}
+}
+
+// describe names a byte for a message.
+func describe(c byte) string {
+	switch {
+	case c == '\n':
+		return "a raw line break (0x0a)"
+	case c == '\r':
+		return "a raw carriage return (0x0d)"
+	case c == '\t':
+		return "a raw tab (0x09)"
+	case c >= 0x20 && c < 0x7f:
+		return fmt.Sprintf("%q", rune(c))
+	}
+	return fmt.Sprintf("byte 0x%02x", c)
+}
+
+// ---- the document ----
+
+// field identifies the known keys.
+type field int
+
+const (
+	fieldUnknown field = iota
+	fieldName
+	fieldExit
+	fieldOutput
+	fieldErrors
+)
+
+func lookupField(k []byte) field {
+	switch string(k) {
+	case "script_name", "name":
+		return fieldName
+	case "exit_code":
+		return fieldExit
+	case "script_output":
+		return fieldOutput
+	case "script_errors", "script_error":
+		return fieldErrors
+	}
+	return fieldUnknown
+}
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+func (p *parser) parseDocument() error {
+	b, err := p.peekN(len(utf8BOM))
+	if err != nil {
+		return err
+	}
+	if string(b) == string(utf8BOM) {
+		p.discard(len(utf8BOM))
+		p.lineStart = p.off
+	}
+	c, ok, err := p.skipWS()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		msg := "the file is empty"
+		if p.off > 0 {
+			msg = fmt.Sprintf("the file holds only %d bytes of whitespace", p.off)
+		}
+		return &syntaxError{code: CodeEmptyFile, msg: msg}
+	}
+	if c != '{' {
+		return p.syntaxf("the file is not a JSON object: it starts with %s", describe(c))
+	}
+	p.discard(1)
+	if c, err = p.next(); err != nil {
+		return err
+	}
+	if c == '}' {
+		p.discard(1)
+	} else {
+		if err := p.members(c); err != nil {
+			return err
+		}
+	}
+	p.ctx = ctxAfter
+	if c, ok, err = p.skipWS(); err != nil {
+		return err
+	}
+	if ok {
+		return p.syntaxf("unexpected %s after the end of the object (trailing data)", describe(c))
+	}
+	return nil
+}
+
+// members reads the key/value pairs of the top-level object up to and including its closing brace; c is
+// the first byte of the first key.
+func (p *parser) members(c byte) error {
+	for {
+		p.ctx = ctxKey
+		if c != '"' {
+			return p.syntaxf("expected a string key, found %s", describe(c))
+		}
+		p.discard(1)
+		p.keyc.reset()
+		if err := p.readString(&p.keyc); err != nil {
+			return err
+		}
+		p.keyLen = copy(p.key[:], p.keyc.buf)
+		f := fieldUnknown
+		if p.keyc.complete() {
+			f = lookupField(p.keyc.buf)
+		}
+		if f == fieldUnknown && len(p.unknownKeys) < 8 {
+			p.unknownKeys = append(p.unknownKeys, string(p.keyc.buf))
+		}
+		if c, err := p.next(); err != nil {
+			return err
+		} else if c != ':' {
+			return p.syntaxf("expected ':' after the key, found %s", describe(c))
+		}
+		p.discard(1)
+		p.ctx = ctxValue
+		if err := p.member(f); err != nil {
+			return err
+		}
+		d, err := p.next()
+		if err != nil {
+			return err
+		}
+		switch d {
+		case ',':
+			p.discard(1)
+			if c, err = p.next(); err != nil {
+				return err
+			}
+		case '}':
+			p.discard(1)
+			return nil
+		default:
+			return p.syntaxf("expected ',' or '}' after the value, found %s", describe(d))
+		}
+	}
+}
+
+// member reads the value of one key. The first occurrence of a known key wins; later ones are skipped.
+func (p *parser) member(f field) error {
+	var seen *bool
+	switch f {
+	case fieldName:
+		seen = &p.seenName
+	case fieldExit:
+		seen = &p.seenExit
+	case fieldOutput:
+		seen = &p.seenOutput
+	case fieldErrors:
+		seen = &p.seenErrors
+	}
+	if seen == nil || *seen {
+		return p.skipValue()
+	}
+	*seen = true
+	p.seenKnown = true
+	switch f {
+	case fieldExit:
+		return p.readExitCode()
+	case fieldOutput:
+		isString, err := p.readText(&p.out.nul)
+		if err != nil || !isString {
+			return err
+		}
+		p.out.nul.close()
+		return p.out.banner.close()
+	case fieldErrors:
+		isString, err := p.readText(&p.errs.nul)
+		if err != nil || !isString {
+			return err
+		}
+		p.errs.nul.close()
+		p.errText = p.errs.coll.text()
+	case fieldName:
+		isString, err := p.readText(&p.nameTxt.nul)
+		if err != nil || !isString {
+			return err
+		}
+		p.nameTxt.nul.close()
+		p.name = p.nameTxt.coll.text()
+	}
+	return nil
+}
+
+// readText reads a string value into dst; null is accepted and leaves dst untouched.
+func (p *parser) readText(dst textSink) (isString bool, err error) {
+	c, err := p.next()
+	if err != nil {
+		return false, err
+	}
+	switch c {
+	case '"':
+		p.discard(1)
+		p.invalid = false
+		if err := p.readString(dst); err != nil {
+			return false, err
+		}
+		p.invalidUTF8 = p.invalidUTF8 || p.invalid
+		return true, nil
+	case 'n':
+		return false, p.readLiteral("null")
+	}
+	return false, p.typeError(c, "a string or null")
+}
+
+// typeError reports a known key holding a value of the wrong kind.
+func (p *parser) typeError(c byte, want string) error {
+	kind := "a number"
+	switch c {
+	case '{':
+		kind = "an object"
+	case '[':
+		kind = "an array"
+	case 't', 'f':
+		kind = "a boolean"
+	case '"':
+		kind = "a string"
+	}
+	p.setTypeErr(fmt.Sprintf("the value of %q at %s is %s, want %s", string(p.key[:p.keyLen]), p.pos(), kind, want))
+	return p.skipValue()
+}
+
+// setTypeErr records the first type problem; it is reported only once the whole file has been read,
+// because a syntax error found later is the more basic problem.
+func (p *parser) setTypeErr(msg string) {
+	if p.typeErr == nil {
+		p.typeErr = &syntaxError{code: CodeUnexpectedType, msg: msg}
+	}
+}
+
+// readExitCode accepts an integer number, a string holding one, or null.
+func (p *parser) readExitCode() error {
+	c, err := p.next()
+	if err != nil {
+		return err
+	}
+	at := p.pos()
+	p.numc.reset()
+	switch {
+	case c == 'n':
+		return p.readLiteral("null")
+	case c == '"':
+		p.discard(1)
+		if err := p.readString(&p.numc); err != nil {
+			return err
+		}
+		if p.numc.complete() && len(bytes.TrimSpace(p.numc.buf)) == 0 {
+			return nil
+		}
+	case c == '-' || isDigit(c):
+		if err := p.readNumber(&p.numc); err != nil {
+			return err
+		}
+	default:
+		return p.typeError(c, "an integer, a string holding one, or null")
+	}
+	if v, ok := parseExitCode(p.numc.buf); ok && p.numc.complete() {
+		p.exitCode = &v
+		return nil
+	}
+	p.setTypeErr(fmt.Sprintf("the value of %q at %s is %q, want an integer", string(p.key[:p.keyLen]), at, p.numc.buf))
+	return nil
+}
+
+// parseExitCode accepts integers, also written as 1e2 or 3.0, within ±2^53.
+func parseExitCode(b []byte) (int, bool) {
+	s := strings.TrimSpace(string(b))
+	if v, err := strconv.Atoi(s); err == nil {
+		return v, true
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+		return 0, false
+	}
+	return int(f), true
+}
+
+// ---- values ----
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// skipValue consumes and validates one value of any kind. Containers are tracked on an explicit stack
+// bounded by MaxDepth, so deep nesting cannot exhaust the goroutine stack.
+func (p *parser) skipValue() error {
+	stack := p.stack[:0]
+	defer func() { p.stack = stack[:0] }()
+	for {
+		c, err := p.next()
+		if err != nil {
+			return err
+		}
+		opened := false
+		switch {
+		case c == '{' || c == '[':
+			if len(stack) >= MaxDepth-1 { // the top-level object is one level, this one another
+				return &syntaxError{
+					code: CodeUnsupportedJSON,
+					msg:  fmt.Sprintf("JSON nested deeper than %d levels at %s %s", MaxDepth, p.pos(), p.where()),
+				}
+			}
+			p.discard(1)
+			closer := byte('}')
+			if c == '[' {
+				closer = ']'
+			}
+			d, err := p.next()
+			if err != nil {
+				return err
+			}
+			if d == closer {
+				p.discard(1)
+				break
+			}
+			stack = append(stack, c)
+			if c == '{' {
+				if err := p.skipKey(); err != nil {
+					return err
+				}
+			}
+			opened = true
+		case c == '"':
+			p.discard(1)
+			if err := p.readString(nil); err != nil {
+				return err
+			}
+		case c == 't':
+			err = p.readLiteral("true")
+		case c == 'f':
+			err = p.readLiteral("false")
+		case c == 'n':
+			err = p.readLiteral("null")
+		case c == '-' || isDigit(c):
+			err = p.readNumber(nil)
+		default:
+			return p.syntaxf("expected a value, found %s", describe(c))
+		}
+		if err != nil {
+			return err
+		}
+		if opened {
+			continue
+		}
+		// A value is complete: close the containers it completes, or move to the next element.
+	closing:
+		for {
+			if len(stack) == 0 {
+				return nil
+			}
+			c, err := p.next()
+			if err != nil {
+				return err
+			}
+			top := stack[len(stack)-1]
+			closer := byte('}')
+			if top == '[' {
+				closer = ']'
+			}
+			switch c {
+			case ',':
+				p.discard(1)
+				if top == '{' {
+					if err := p.skipKey(); err != nil {
+						return err
+					}
+				}
+				break closing
+			case closer:
+				p.discard(1)
+				stack = stack[:len(stack)-1]
+			default:
+				return p.syntaxf("expected ',' or '%c', found %s", closer, describe(c))
+			}
+		}
+	}
+}
+
+// skipKey consumes a nested object's key and the colon after it.
+func (p *parser) skipKey() error {
+	c, err := p.next()
+	if err != nil {
+		return err
+	}
+	if c != '"' {
+		return p.syntaxf("expected a string key, found %s", describe(c))
+	}
+	p.discard(1)
+	if err := p.readString(nil); err != nil {
+		return err
+	}
+	if c, err = p.next(); err != nil {
+		return err
+	}
+	if c != ':' {
+		return p.syntaxf("expected ':' after a key, found %s", describe(c))
+	}
+	p.discard(1)
+	return nil
+}
+
+func (p *parser) readLiteral(word string) error {
+	b, err := p.peekN(len(word))
+	if err != nil {
+		return err
+	}
+	for i := range b {
+		if b[i] != word[i] {
+			p.discard(i)
+			return p.syntaxf("invalid literal: expected %q, found %s", word, describe(b[i]))
+		}
+	}
+	if len(b) < len(word) {
+		p.discard(len(b))
+		return p.eofError()
+	}
+	p.discard(len(word))
+	return nil
+}
+
+// readNumber consumes and validates a JSON number, keeping its text in keep when not nil.
+func (p *parser) readNumber(keep *capCollector) error {
+	take := func() {
+		if keep != nil {
+			b, _ := p.br.Peek(1)
+			_ = keep.write(b)
+		}
+		p.discard(1)
+	}
+	c, ok, err := p.peekByte()
+	if err != nil {
+		return err
+	}
+	if ok && c == '-' {
+		take()
+		if c, ok, err = p.peekByte(); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		return p.eofError()
+	}
+	switch {
+	case c == '0':
+		take()
+	case isDigit(c):
+		if err := p.digits(keep); err != nil {
+			return err
+		}
+	default:
+		return p.syntaxf("invalid number: expected a digit, found %s", describe(c))
+	}
+	if c, ok, err = p.peekByte(); err != nil || !ok {
+		return err
+	}
+	if c == '.' {
+		take()
+		if err := p.needDigits(keep); err != nil {
+			return err
+		}
+		if c, ok, err = p.peekByte(); err != nil || !ok {
+			return err
+		}
+	}
+	if c == 'e' || c == 'E' {
+		take()
+		if c, ok, err = p.peekByte(); err != nil {
+			return err
+		}
+		if ok && (c == '+' || c == '-') {
+			take()
+		}
+		return p.needDigits(keep)
+	}
+	return nil
+}
+
+// needDigits consumes one or more digits.
+func (p *parser) needDigits(keep *capCollector) error {
+	c, ok, err := p.peekByte()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return p.eofError()
+	}
+	if !isDigit(c) {
+		return p.syntaxf("invalid number: expected a digit, found %s", describe(c))
+	}
+	return p.digits(keep)
+}
+
+// digits consumes a run of digits, scanning the buffer in place.
+func (p *parser) digits(keep *capCollector) error {
+	for {
+		b, err := p.fill()
+		if err != nil || len(b) == 0 {
+			return err
+		}
+		i := 0
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+		if keep != nil {
+			_ = keep.write(b[:i])
+		}
+		p.discard(i)
+		if i < len(b) {
+			return nil
+		}
+	}
+}
+
+// ---- strings ----
+
+// readString decodes a string whose opening quote has been consumed, up to and including the closing
+// quote, writing valid UTF-8 to dst (nil to validate only). Runs of plain characters are scanned in place
+// in the read buffer; only escapes and invalid bytes take the slow path.
+func (p *parser) readString(dst textSink) error {
+	p.n = 0
+	for {
+		b, err := p.fill()
+		if err != nil {
+			return err
+		}
+		if len(b) == 0 {
+			return p.eofError()
+		}
+		i := 0
+		for i < len(b) {
+			c := b[i]
+			if c < utf8.RuneSelf {
+				if c == '"' || c == '\\' || c < 0x20 {
+					break
+				}
+				i++
+				continue
+			}
+			r, size := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && size == 1 {
+				break
+			}
+			i += size
+		}
+		if i > 0 {
+			if err := p.emit(dst, b[:i]); err != nil {
+				return err
+			}
+			p.discard(i)
+		}
+		if i == len(b) {
+			continue
+		}
+		switch c := b[i]; {
+		case c == '"':
+			p.discard(1)
+			return p.flush(dst)
+		case c == '\\':
+			err = p.readEscape(dst)
+		case c < 0x20:
+			err = p.syntaxf("%s inside a string; control characters must be escaped (e.g. as \\n)", describe(c))
+		default:
+			err = p.readRune(dst)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// readRune handles a multi-byte sequence that is either invalid or cut by the end of the buffer.
+func (p *parser) readRune(dst textSink) error {
+	b, err := p.peekN(utf8.UTFMax)
+	if err != nil {
+		return err
+	}
+	r, size := utf8.DecodeRune(b)
+	if r == utf8.RuneError && size == 1 {
+		p.invalid = true
+		p.discard(1)
+		return p.emitRune(dst, utf8.RuneError)
+	}
+	if err := p.emit(dst, b[:size]); err != nil {
+		return err
+	}
+	p.discard(size)
+	return nil
+}
+
+// readEscape decodes one escape sequence starting at the backslash.
+func (p *parser) readEscape(dst textSink) error {
+	b, err := p.peekN(2)
+	if err != nil {
+		return err
+	}
+	if len(b) < 2 {
+		p.discard(len(b))
+		return p.eofError()
+	}
+	var c byte
+	switch b[1] {
+	case '"', '\\', '/':
+		c = b[1]
+	case 'b':
+		c = '\b'
+	case 'f':
+		c = '\f'
+	case 'n':
+		c = '\n'
+	case 'r':
+		c = '\r'
+	case 't':
+		c = '\t'
+	case 'u':
+		p.discard(2)
+		return p.readUnicodeEscape(dst)
+	default:
+		p.discard(1)
+		return p.syntaxf("invalid escape sequence in a string: backslash followed by %s", describe(b[1]))
+	}
+	p.discard(2)
+	return p.emitByte(dst, c)
+}
+
+// readUnicodeEscape decodes the 4 hex digits after \u, pairing UTF-16 surrogates. A lone surrogate
+// becomes U+FFFD (like encoding/json) and marks the string invalid.
+func (p *parser) readUnicodeEscape(dst textSink) error {
+	b, err := p.peekN(4)
+	if err != nil {
+		return err
+	}
+	r, ok := hex4(b)
+	if !ok {
+		for i := range b {
+			if _, ok := hex4([]byte{b[i], '0', '0', '0'}); !ok {
+				p.discard(i)
+				return p.syntaxf("invalid \\u escape: expected a hex digit, found %s", describe(b[i]))
+			}
+		}
+		p.discard(len(b))
+		return p.eofError()
+	}
+	p.discard(4)
+	if !utf16.IsSurrogate(r) {
+		return p.emitRune(dst, r)
+	}
+	if r < 0xDC00 {
+		b, err := p.peekN(6)
+		if err != nil {
+			return err
+		}
+		if len(b) == 6 && b[0] == '\\' && b[1] == 'u' {
+			if r2, ok := hex4(b[2:]); ok && r2 >= 0xDC00 && r2 <= 0xDFFF {
+				p.discard(6)
+				return p.emitRune(dst, utf16.DecodeRune(r, r2))
+			}
+		}
+	}
+	p.invalid = true
+	return p.emitRune(dst, utf8.RuneError)
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// emit appends decoded bytes to the scratch buffer, flushing it to dst when full. Large runs bypass it.
+func (p *parser) emit(dst textSink, b []byte) error {
+	if dst == nil {
+		return nil
+	}
+	if p.n == 0 && len(b) >= len(p.scratch)/2 {
+		return dst.write(b)
+	}
+	for len(b) > 0 {
+		if p.n == len(p.scratch) {
+			if err := p.flush(dst); err != nil {
+				return err
+			}
+		}
+		k := copy(p.scratch[p.n:], b)
+		p.n += k
+		b = b[k:]
+	}
+	return nil
+}
+
+func (p *parser) emitByte(dst textSink, c byte) error {
+	if dst == nil {
+		return nil
+	}
+	if p.n == len(p.scratch) {
+		if err := p.flush(dst); err != nil {
+			return err
+		}
+	}
+	p.scratch[p.n] = c
+	p.n++
+	return nil
+}
+
+func (p *parser) emitRune(dst textSink, r rune) error {
+	if dst == nil {
+		return nil
+	}
+	if p.n+utf8.UTFMax > len(p.scratch) {
+		if err := p.flush(dst); err != nil {
+			return err
+		}
+	}
+	p.n += utf8.EncodeRune(p.scratch[p.n:], r)
+	return nil
+}
+
+func (p *parser) flush(dst textSink) error {
+	if dst == nil || p.n == 0 {
+		p.n = 0
+		return nil
+	}
+	err := dst.write(p.scratch[:p.n])
+	p.n = 0
+	return err
+}
+
+// drainRaw reads on, after a problem, until RawMax+1 bytes have been seen or the file ends, so that the
+// problem carries as much of the raw file as allowed and RawTruncated is exact.
+func (p *parser) drainRaw() error {
+	for !p.src.extra {
+		if n := p.br.Buffered(); n > 0 {
+			p.discard(n)
+			continue
+		}
+		if _, err := p.br.Peek(1); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return p.readErr(err)
+		}
+	}
+	return nil
+}
