@@ -93,9 +93,8 @@ func newEnv(t *testing.T, simCfg simulator.Config) *env {
 	return e
 }
 
-// config returns the relay configuration pointing at this env, with test-friendly timings.
-func (e *env) config(t *testing.T, extra map[string]string) config.Config {
-	t.Helper()
+// vars returns the LR_ variables of a relay pointing at this env, with test-friendly timings; extra wins.
+func (e *env) vars(extra map[string]string) map[string]string {
 	vars := map[string]string{
 		"LR_NATS_URL":               e.ns.ClientURL(),
 		"LR_MDE_API_URL":            "http://" + e.addr,
@@ -115,7 +114,13 @@ func (e *env) config(t *testing.T, extra map[string]string) config.Config {
 	for k, v := range extra {
 		vars[k] = v
 	}
-	for k, v := range vars {
+	return vars
+}
+
+// config returns the relay configuration of vars(extra), loaded the way main loads it.
+func (e *env) config(t *testing.T, extra map[string]string) config.Config {
+	t.Helper()
+	for k, v := range e.vars(extra) {
 		t.Setenv(k, v)
 	}
 	cfg, err := config.Load()

@@ -94,7 +94,7 @@ func TestLocalProperty(t *testing.T) {
 
 					collect := make(map[string][]func() waitResult)
 					for _, off := range offsets {
-						time.Sleep(start.Add(off).Sub(time.Now()))
+						time.Sleep(time.Until(start.Add(off)))
 						key := keys[rng.IntN(len(keys))]
 						ctx := t.Context()
 						if rng.IntN(4) == 0 {
