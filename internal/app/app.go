@@ -136,6 +136,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("object store %q: %w", a.cfg.ObjectBucket, err)
 	}
+	janitorDone := make(chan struct{})
+	go func() { defer close(janitorDone); a.cleanOrphans(ctx, store) }()
+	cleanup = append(cleanup, func() { <-janitorDone })
+
 	proc := relay.NewProcessor(dl, store, relay.ProcessOptions{
 		InlineMax: a.cfg.InlineMaxBytes, PreviewBytes: a.cfg.PreviewBytes,
 		GetFileMaxBytes: a.cfg.GetFileMaxBytes, GetFileMaxRatio: a.cfg.GetFileMaxRatio, LinkRetries: a.cfg.LinkRetries,
@@ -374,4 +378,29 @@ func (a *App) serveHTTP() (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// cleanOrphans removes the chunks of uploads that never finished (a process killed mid-upload), at start and
+// then every ten minutes, until ctx ends. Only chunks idle for longer than any pause of a live upload are
+// touched: a live upload writes a chunk at least every LR_DOWNLOAD_IDLE_TIMEOUT.
+func (a *App) cleanOrphans(ctx context.Context, store *artifact.Store) {
+	olderThan := max(10*time.Minute, 2*a.cfg.DownloadIdleTimeout)
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		n, err := store.CleanOrphans(ctx, olderThan)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			a.log.Warn().Err(err).Msg("cleaning orphaned object chunks failed; will retry")
+		case n > 0:
+			a.log.Info().Int("uploads", n).Msg("removed chunks of unfinished uploads")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

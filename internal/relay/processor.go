@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,6 +32,8 @@ type Downloader interface {
 // Store keeps content too large to go inline. It is optional.
 type Store interface {
 	Opener(ctx context.Context, name string, meta map[string]string) artifact.Opener
+	// Lookup finds a complete object (all chunks present, digest recorded) stored by an earlier delivery.
+	Lookup(ctx context.Context, name string) (*result.ObjectRef, map[string]string, bool, error)
 }
 
 // ProcessOptions are the parsing limits.
@@ -72,6 +75,16 @@ func (p *Processor) Result(ctx context.Context, api API, tenant string, a *actio
 		ev.RelayedAt = p.now().UTC()
 		return ev, nil
 	}
+	if c.Command.Type == action.TypeGetFile {
+		reused, err := p.reuseFile(ctx, a, c, ev)
+		if err != nil {
+			return nil, err
+		}
+		if reused {
+			ev.RelayedAt = p.now().UTC()
+			return ev, nil
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		err := p.fetchInto(ctx, api, a, c, ev)
 		var de *download.Error
@@ -106,7 +119,7 @@ func (p *Processor) fetchInto(ctx context.Context, api API, a *action.MachineAct
 	case action.TypeRunScript:
 		opts := transcript.Options{InlineMax: p.opts.InlineMax, PreviewBytes: p.opts.PreviewBytes, RawMax: p.opts.RawMax}
 		if p.store != nil {
-			opts.Spill = p.store.Opener(ctx, objectName(a.ID, c.Index, "output"), map[string]string{
+			opts.Spill = p.store.Opener(ctx, artifact.ObjectName(a.ID, c.Index, artifact.KindOutput), map[string]string{
 				"action-id": a.ID, "index": fmt.Sprint(c.Index), "kind": "script-output"})
 		}
 		script, problem, err := transcript.Parse(body, opts)
@@ -121,7 +134,7 @@ func (p *Processor) fetchInto(ctx context.Context, api API, a *action.MachineAct
 	case action.TypeGetFile:
 		opts := getfile.Options{InlineMax: int64(p.opts.InlineMax), MaxBytes: p.opts.GetFileMaxBytes, MaxRatio: p.opts.GetFileMaxRatio}
 		if p.store != nil {
-			opts.Spill = p.store.Opener(ctx, objectName(a.ID, c.Index, "file"), map[string]string{
+			opts.Spill = p.store.Opener(ctx, artifact.ObjectName(a.ID, c.Index, artifact.KindFile), map[string]string{
 				"action-id": a.ID, "index": fmt.Sprint(c.Index), "kind": "getfile", "file-name": body.Name})
 		}
 		file, problem, err := getfile.Process(ctx, body, body.Name, opts)
@@ -129,13 +142,7 @@ func (p *Processor) fetchInto(ctx context.Context, api API, a *action.MachineAct
 			return err
 		}
 		ev.File, ev.Problem = file, problem
-		ev.Outcome = result.OutcomeRelayed
-		if problem != nil {
-			ev.Outcome = result.OutcomeParseError
-			if problem.Code == "decompression_bomb" || problem.Code == "too_large" {
-				ev.Outcome = result.OutcomeTooLarge
-			}
-		}
+		ev.Outcome = getfile.OutcomeFor(problem)
 	}
 	return nil
 }
@@ -205,6 +212,23 @@ func baseEvent(tenant string, a *action.MachineAction, c action.Command) *result
 	return ev
 }
 
-func objectName(actionID string, index int, kind string) string {
-	return fmt.Sprintf("%s/%d/%s", actionID, index, kind)
+// reuseFile builds a GetFile result from an object that an earlier delivery stored completely (it crashed
+// or was stopped before publishing the result): no API call, no download, no second object.
+func (p *Processor) reuseFile(ctx context.Context, a *action.MachineAction, c action.Command, ev *result.Event) (bool, error) {
+	if p.store == nil {
+		return false, nil
+	}
+	ref, meta, ok, err := p.store.Lookup(ctx, artifact.ObjectName(a.ID, c.Index, artifact.KindFile))
+	if err != nil || !ok {
+		return false, err
+	}
+	compressed, _ := strconv.ParseInt(meta[artifact.MetaCompressedBytes], 10, 64)
+	ev.File = &result.File{
+		Name: meta[artifact.MetaOriginalName], CompressedBytes: compressed, Bytes: ref.Size, SHA256: ref.SHA256,
+		NotInlineReason: "content larger than the inline cap; stored in the object store", Object: ref,
+	}
+	ev.Outcome = result.OutcomeRelayed
+	p.log.Info().Str("action_id", a.ID).Int("index", c.Index).Str("object", ref.Name).
+		Msg("reusing the complete object stored by an earlier delivery")
+	return true, nil
 }
