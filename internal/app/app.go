@@ -118,9 +118,17 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("loading schemas: %w", err)
 	}
-	router, err := a.tenants(ctx, js)
+	router, tenants, err := a.tenants(ctx, js)
 	if err != nil {
 		return err
+	}
+	deferrals, err := relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
+	if err != nil {
+		return err
+	}
+	tenantWorkers := a.cfg.TenantMaxWorkers
+	if tenantWorkers == 0 && tenants > 1 {
+		tenantWorkers = max(1, (a.cfg.Workers+1)/2)
 	}
 	dl, err := download.New(download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
@@ -150,6 +158,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 		ShutdownTimeout: a.cfg.ShutdownTimeout, Processor: proc, Router: router, Validator: validator,
 		Logger: a.log.With().Str("component", "relay").Logger(), Registerer: a.o.Registry,
 		OnResult: a.o.OnResult, OnDeadLetter: a.o.OnDeadLetter,
+		TenantWorkers: tenantWorkers, TenantParked: a.cfg.TenantParked, DeferDelay: a.cfg.TenantDeferDelay,
+		Deferrals: deferrals,
 	})
 	if err != nil {
 		return err
@@ -223,12 +233,12 @@ func (a *App) drain(nc *nats.Conn) {
 func userAgent() string { return "MdePartner-LrRelay-lr-relay/" + Version }
 
 // tenants builds a Defender client per tenant, each with its own limiter keys, and the router.
-func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router, error) {
+func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router, int, error) {
 	var specs []tenant.Spec
 	if a.cfg.MDETenantID != "" || a.cfg.MDEClientID != "" {
 		secret, err := a.cfg.ClientSecret()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		specs = append(specs, tenant.Spec{
 			Name: tenant.DefaultName, TenantID: a.cfg.MDETenantID, ClientID: a.cfg.MDEClientID, ClientSecret: secret,
@@ -238,15 +248,15 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	if a.cfg.TenantsFile != "" {
 		more, err := tenant.Load(a.cfg.TenantsFile)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		specs = append(specs, more...)
 	}
 	if len(specs) == 0 {
-		return nil, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and LR_MDE_CLIENT_SECRET(_FILE), or LR_TENANTS_FILE")
+		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and LR_MDE_CLIENT_SECRET(_FILE), or LR_TENANTS_FILE")
 	}
 	if err := tenant.Validate(specs); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	httpClient := &http.Client{Transport: &http.Transport{
 		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
@@ -257,17 +267,17 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	for _, s := range specs {
 		limiter, err := a.limiter(ctx, js, s)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		mc, err := s.MDEConfig(userAgent())
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		mc.RequestTimeout = a.cfg.MDERequestTimeout
 		client, err := mde.New(mc, httpClient, limiter, a.log.With().Str("component", "mde").Str("tenant", s.Name).Logger(),
 			mde.WithRegisterer(a.o.Registry))
 		if err != nil {
-			return nil, fmt.Errorf("tenant %q: %w", s.Name, err)
+			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)
 		}
 		t := &relay.Tenant{Name: s.Name, API: client}
 		byID[s.TenantID] = t
@@ -276,7 +286,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		}
 	}
 	rt := tenant.NewRouter(byID, def, def != nil)
-	return rt.Route, nil
+	return rt.Route, len(specs), nil
 }
 
 // limiter returns the call budget of one tenant: one limiter per endpoint, because each endpoint has its own

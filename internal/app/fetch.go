@@ -24,7 +24,7 @@ func Fetch(ctx context.Context, cfg config.Config, log zerolog.Logger, actionID 
 	}
 	cfg.QuotaShared = false
 	a := &App{o: Options{Config: cfg, Logger: log, Registry: prometheus.NewRegistry()}, cfg: cfg, log: log}
-	route, err := a.tenants(ctx, nil)
+	route, _, err := a.tenants(ctx, nil)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,11 @@ type Config struct {
 	RetryBackoff    []time.Duration `envconfig:"RETRY_BACKOFF" default:"5s,15s,30s,1m,2m,5m,10m" desc:"Delays before retrying a transiently failed event (with jitter); the last repeats."`
 	ShutdownTimeout time.Duration   `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"Time given to in-flight work on SIGTERM before it is handed back."`
 
-	TenantsFile string `envconfig:"TENANTS_FILE" desc:"YAML or JSON file of tenants (credentials and limits); the LR_MDE_* tenant stays the default."`
+	TenantsFile      string        `envconfig:"TENANTS_FILE" desc:"YAML or JSON file of tenants (credentials and limits); the LR_MDE_* tenant stays the default."`
+	TenantMaxWorkers int           `envconfig:"TENANT_MAX_WORKERS" default:"0" desc:"Workers one tenant may hold at once; 0 means half of LR_WORKERS when several tenants are configured, no cap otherwise."`
+	TenantParked     int           `envconfig:"TENANT_PARKED" default:"0" desc:"Events per tenant held back in this process while the tenant is at its cap; 0 means LR_WORKERS."`
+	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered (deferrals do not count toward LR_MAX_DELIVER)."`
+	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant cap."`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":9090" desc:"Address of /metrics, /-/healthy and /-/ready (empty disables)."`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
@@ -112,6 +116,7 @@ func (c Config) Validate() error {
 	for name, v := range map[string]string{
 		"SOURCE_STREAM": c.SourceStream, "RESULT_STREAM": c.ResultStream, "DEADLETTER_STREAM": c.DeadLetterStream,
 		"CONSUMER": c.Consumer, "OBJECT_BUCKET": c.ObjectBucket, "QUOTA_BUCKET": c.QuotaBucket,
+		"DEFERRALS_BUCKET": c.DeferralsBucket,
 	} {
 		if v == "" || strings.ContainsAny(v, " .*>\t\n") {
 			bad(name, "must be a non-empty name without spaces, '.', '*' or '>', got %q", v)
@@ -177,6 +182,15 @@ func (c Config) Validate() error {
 	}
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		bad("STREAM_REPLICAS", "must be between 1 and 5, got %d", c.StreamReplicas)
+	}
+	if c.TenantMaxWorkers < 0 {
+		bad("TENANT_MAX_WORKERS", "must not be negative, got %d", c.TenantMaxWorkers)
+	}
+	if c.TenantParked < 0 {
+		bad("TENANT_PARKED", "must not be negative, got %d", c.TenantParked)
+	}
+	if c.TenantDeferDelay <= 0 {
+		bad("TENANT_DEFER_DELAY", "must be positive, got %s", c.TenantDeferDelay)
 	}
 	if c.QuotaReplicas < 1 {
 		bad("QUOTA_REPLICAS", "must be at least 1, got %d", c.QuotaReplicas)

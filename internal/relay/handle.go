@@ -54,7 +54,7 @@ func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
 	d := r.decide(ctx, msg.Data(), src)
 	stop()
 
-	if d.fate == fateRetry && src.deliveries >= uint64(r.o.MaxDeliver) {
+	if d.fate == fateRetry && r.failedDeliveries(src) >= uint64(r.o.MaxDeliver) {
 		d = decision{fate: fateDeadLetter, reason: ReasonMaxDeliveries, actID: d.actID, index: d.index, tenant: d.tenant,
 			err: fmt.Errorf("gave up after %d deliveries; last error: %w", src.deliveries, d.err)}
 	}
@@ -120,7 +120,7 @@ func errText(err error) string {
 
 // decide does the work of one event and says what its fate is.
 func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource) decision {
-	if src.deliveries > uint64(r.o.MaxDeliver) {
+	if src.deliveries > uint64(r.o.MaxDeliver) && r.failedDeliveries(src) > uint64(r.o.MaxDeliver) {
 		// The previous delivery ended without a verdict (the process died): do not try again forever.
 		return decision{fate: fateDeadLetter, reason: ReasonMaxDeliveries,
 			err: fmt.Errorf("delivered %d times, more than LR_MAX_DELIVER=%d; the previous attempts ended without a verdict", src.deliveries, r.o.MaxDeliver)}
@@ -247,4 +247,21 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// failedDeliveries is the number of deliveries that counted toward LR_MAX_DELIVER: all of them, less those the
+// tenant gate deferred on purpose. The deferral record is only read once the raw count reaches the limit.
+func (r *Relay) failedDeliveries(src msgSource) uint64 {
+	n := src.deliveries
+	if n < uint64(r.o.MaxDeliver) || r.o.Deferrals == nil {
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	deferred, err := r.o.Deferrals.Count(ctx, src.stream, src.sequence)
+	if err != nil {
+		r.log.Warn().Err(err).Msg("reading deferrals failed; counting every delivery")
+		return n
+	}
+	return n - min(deferred, n)
 }

@@ -9,6 +9,8 @@ type metrics struct {
 	duplicates    prometheus.Counter
 	skipped       prometheus.Counter
 	inflight      prometheus.Gauge
+	parked        *prometheus.CounterVec
+	deferred      *prometheus.CounterVec
 	eventDuration prometheus.Histogram
 }
 
@@ -26,11 +28,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Commands skipped on redelivery because their result was already stored."}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "lr", Name: "events_in_flight",
 			Help: "Events being processed by this process."}),
+		parked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "tenant_events_parked_total",
+			Help: "Events parked because their tenant held its worker cap."}, []string{"tenant"}),
+		deferred: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "tenant_events_deferred_total",
+			Help: "Events handed back for later because their tenant held its worker cap and parking was full."}, []string{"tenant"}),
 		eventDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "lr", Name: "event_duration_seconds",
 			Help: "Time from pulling an event to settling it.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.results, m.deadLetters, m.duplicates, m.skipped, m.inflight, m.eventDuration)
+		reg.MustRegister(m.events, m.results, m.deadLetters, m.duplicates, m.skipped, m.inflight, m.parked, m.deferred, m.eventDuration)
 	}
 	return m
 }

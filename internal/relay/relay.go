@@ -10,6 +10,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -55,6 +56,13 @@ type Options struct {
 	Validator       Validator
 	Logger          zerolog.Logger
 	Registerer      prometheus.Registerer
+	// TenantWorkers caps the workers one tenant may hold at once (0: no cap). TenantParked is how many events
+	// per tenant wait in this process for a slot; beyond that they are deferred by DeferDelay (see tenantGate).
+	TenantWorkers int
+	TenantParked  int
+	DeferDelay    time.Duration
+	// Deferrals records deliveries handed back by the tenant gate, so they do not count toward MaxDeliver.
+	Deferrals *Deferrals
 	// OnResult, when set, is called after each result's PubAck (the demo prints results with it).
 	OnResult func(*result.Event)
 	// OnDeadLetter, when set, is called after each dead-letter record's PubAck.
@@ -67,6 +75,7 @@ type Relay struct {
 	log     zerolog.Logger
 	metrics *metrics
 	results jetstream.Stream
+	gate    *tenantGate
 
 	mu       sync.Mutex
 	consumer jetstream.Consumer
@@ -93,7 +102,13 @@ func New(o Options) (*Relay, error) {
 	if o.MaxDeliver < 1 {
 		o.MaxDeliver = 10
 	}
-	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer)}, nil
+	if o.TenantParked <= 0 {
+		o.TenantParked = o.Workers
+	}
+	if o.DeferDelay <= 0 {
+		o.DeferDelay = 10 * time.Second
+	}
+	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer), gate: newTenantGate(o.TenantWorkers, o.TenantParked)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.
@@ -126,12 +141,25 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer stopTimer()
 
 	var wg sync.WaitGroup
+	parkedDone := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.keepParkedAlive(parkedDone)
+	}()
+	var workers sync.WaitGroup
 	for i := 0; i < r.o.Workers; i++ {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			r.worker(ctx, workCtx)
 		}()
+	}
+	workers.Wait()
+	close(parkedDone)
+	// Parked events were never started: hand them back at once.
+	for _, m := range r.gate.drain() {
+		_ = m.NakWithDelay(time.Second)
 	}
 	wg.Wait()
 	r.mu.Lock()
@@ -144,6 +172,11 @@ func (r *Relay) Run(ctx context.Context) error {
 // buffer while its ack timer runs.
 func (r *Relay) worker(pullCtx, workCtx context.Context) {
 	for pullCtx.Err() == nil {
+		if t, m, ok := r.gate.takeParked(); ok {
+			r.handle(workCtx, m)
+			r.gate.release(t)
+			continue
+		}
 		cons := r.current()
 		fetchCtx, cancel := context.WithTimeout(pullCtx, 5*time.Second)
 		msg, err := cons.Next(jetstream.FetchContext(fetchCtx))
@@ -152,7 +185,72 @@ func (r *Relay) worker(pullCtx, workCtx context.Context) {
 			r.pullFailed(pullCtx, err)
 			continue
 		}
-		r.handle(workCtx, msg)
+		t := r.tenantOf(msg.Data())
+		if r.gate.acquire(t) {
+			r.handle(workCtx, msg)
+			r.gate.release(t)
+			continue
+		}
+		if r.gate.park(t, msg) {
+			r.metrics.parked.WithLabelValues(t).Inc()
+			continue
+		}
+		r.deferMsg(msg, t)
+	}
+}
+
+// tenantOf peeks at an event's tenant for the gate; "" when it cannot tell (the event is then handled at
+// once, and dead-lettered if it is bad).
+func (r *Relay) tenantOf(payload []byte) string {
+	if r.gate.limit == 0 {
+		return ""
+	}
+	var probe struct {
+		TenantID string `json:"tenantId"`
+	}
+	if json.Unmarshal(payload, &probe) != nil {
+		return ""
+	}
+	t, ok := r.o.Router(probe.TenantID)
+	if !ok {
+		return ""
+	}
+	return t.Name
+}
+
+// deferMsg hands an event of a tenant at its worker cap back for later, recording that this delivery was a
+// deferral and not a failure.
+func (r *Relay) deferMsg(msg jetstream.Msg, tenant string) {
+	delay := r.o.DeferDelay + rand.N(r.o.DeferDelay/2+1)
+	if meta, err := msg.Metadata(); err == nil && r.o.Deferrals != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.o.Deferrals.Add(ctx, meta.Stream, meta.Sequence.Stream); err != nil {
+			r.log.Warn().Err(err).Msg("recording a deferral failed; this delivery may count toward LR_MAX_DELIVER")
+		}
+		cancel()
+	}
+	if err := msg.NakWithDelay(delay); err != nil {
+		r.log.Debug().Err(err).Msg("deferral nak failed; the ack wait will redeliver")
+	}
+	r.metrics.deferred.WithLabelValues(tenant).Inc()
+}
+
+// keepParkedAlive sends InProgress for every parked event every third of AckWait until done closes.
+func (r *Relay) keepParkedAlive(done <-chan struct{}) {
+	r.mu.Lock()
+	every := r.ackWait / 3
+	r.mu.Unlock()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			for _, m := range r.gate.parkedMsgs() {
+				_ = m.InProgress()
+			}
+		}
 	}
 }
 
