@@ -58,6 +58,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help", "-help":
 		printUsage(stdout)
 		return exitOK
+	case "help-markdown":
+		if err := config.MarkdownTable(stdout); err != nil {
+			return exitFailure
+		}
+		return exitOK
 	case "version", "--version":
 		fmt.Fprintln(stdout, app.Version)
 		return exitOK

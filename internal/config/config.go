@@ -222,3 +222,12 @@ func PrintUsage(w io.Writer) error {
 	}
 	return tw.Flush()
 }
+
+// MarkdownTable writes every LR_ variable as a Markdown table row (the README's configuration table).
+func MarkdownTable(w io.Writer) error {
+	var c Config
+	fmt.Fprintln(w, "| Variable | Default | Description |")
+	fmt.Fprintln(w, "|---|---|---|")
+	return envconfig.Usagef(Prefix, &c, w,
+		"{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{end}} | {{usage_description .}} |\n{{end}}")
+}
