@@ -35,7 +35,7 @@ func TestExitCodes(t *testing.T) {
 			want: exitUsage, errs: []string{"LR_WORKERS", "LR_LOG_LEVEL"}},
 		{name: "fetch needs an action", args: []string{"fetch"}, want: exitUsage, errs: []string{"--action is required"}},
 		{name: "fetch refuses a non-GUID", args: []string{"fetch", "--action", "nope"},
-			env: map[string]string{"LR_MDE_TENANT_ID": "t", "LR_MDE_CLIENT_ID": "c", "LR_MDE_CLIENT_SECRET": "s"},
+			env:  map[string]string{"LR_MDE_TENANT_ID": "t", "LR_MDE_CLIENT_ID": "c", "LR_MDE_CLIENT_SECRET": "s"},
 			want: exitFailure, errs: []string{"not a GUID"}},
 	}
 	for _, tt := range tests {

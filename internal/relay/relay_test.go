@@ -15,7 +15,6 @@ import (
 	"github.com/lr-relay/lr-relay/schemas"
 )
 
-
 func newTestRelay(t *testing.T) *Relay {
 	t.Helper()
 	v, err := schemas.New()
