@@ -127,8 +127,8 @@ func TestNATSDefinitions(t *testing.T) {
 		if c.AckWait != 60*time.Second {
 			t.Errorf("got ack_wait %v, want 60s", c.AckWait)
 		}
-		if c.MaxDeliver != 10 || c.MaxAckPending != 1000 {
-			t.Errorf("got max_deliver %d max_ack_pending %d, want 10 and 1000", c.MaxDeliver, c.MaxAckPending)
+		if c.MaxDeliver != -1 || c.MaxAckPending != 1000 {
+			t.Errorf("got max_deliver %d max_ack_pending %d, want -1 (lr-relay dead-letters itself) and 1000", c.MaxDeliver, c.MaxAckPending)
 		}
 		if c.FilterSubject != "mde.liveresponse.finished" {
 			t.Errorf("got filter_subject %q, want mde.liveresponse.finished", c.FilterSubject)
@@ -292,7 +292,6 @@ func TestNATSMatchesConfigDefaults(t *testing.T) {
 		{"dead-letter stream", f.deadLetter.Name, def["LR_DEADLETTER_STREAM"]},
 		{"dead-letter subject", strings.Join(f.deadLetter.Subjects, ","), def["LR_DEADLETTER_SUBJECT"]},
 		{"ack wait", f.consumer.AckWait.String(), dur("LR_ACK_WAIT").String()},
-		{"max deliver", strconv.Itoa(f.consumer.MaxDeliver), def["LR_MAX_DELIVER"]},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -615,8 +614,9 @@ func TestKubernetesManifests(t *testing.T) {
 
 	t.Run("consumer settings match deploy/nats", func(t *testing.T) {
 		f := loadNATS(t)
-		if got, want := cm.Data["LR_MAX_DELIVER"], strconv.Itoa(f.consumer.MaxDeliver); got != want {
-			t.Errorf("got LR_MAX_DELIVER %q, want %q", got, want)
+		if f.consumer.MaxDeliver != -1 || cm.Data["LR_MAX_DELIVER"] == "" {
+			t.Errorf("consumer max_deliver %d, LR_MAX_DELIVER %q: want -1 on the server and the limit in lr-relay",
+				f.consumer.MaxDeliver, cm.Data["LR_MAX_DELIVER"])
 		}
 		if d, err := time.ParseDuration(cm.Data["LR_ACK_WAIT"]); err != nil || d != f.consumer.AckWait {
 			t.Errorf("got LR_ACK_WAIT %q, want %v", cm.Data["LR_ACK_WAIT"], f.consumer.AckWait)
