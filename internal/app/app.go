@@ -132,7 +132,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	dl, err := download.New(download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
-		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout,
+		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout, Concurrency: a.cfg.Workers,
 	}, a.log.With().Str("component", "download").Logger())
 	if err != nil {
 		return fmt.Errorf("LR_DOWNLOAD_*: %w", err)
@@ -259,7 +259,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		return nil, 0, err
 	}
 	httpClient := &http.Client{Transport: &http.Transport{
-		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
+		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: max(16, a.cfg.Workers), IdleConnTimeout: 90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: a.cfg.MDERequestTimeout,
 	}}
 	byID := map[string]*relay.Tenant{}

@@ -71,6 +71,9 @@ type Config struct {
 	TotalTimeout time.Duration
 	// Now is the clock used to judge the link's `se` expiry; nil means time.Now.
 	Now func() time.Time
+	// Concurrency is how many downloads may run at once (the relay's workers); it sizes the connection
+	// pool so that concurrent downloads from one storage account reuse their TLS connections. 0 means 4.
+	Concurrency int
 }
 
 // Validate reports every problem with the configuration at once.
@@ -154,8 +157,8 @@ func New(cfg Config, log zerolog.Logger) (*Downloader, error) {
 		ResponseHeaderTimeout:  cfg.Timeout,
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: 64 << 10,
-		MaxIdleConns:           16,
-		MaxIdleConnsPerHost:    4,
+		MaxIdleConns:           max(16, 2*cfg.Concurrency),
+		MaxIdleConnsPerHost:    max(4, cfg.Concurrency),
 		IdleConnTimeout:        90 * time.Second,
 	}
 	d.client = &http.Client{Transport: d.tr, CheckRedirect: d.checkRedirect}
