@@ -106,7 +106,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	streams := a.streamConfig()
-	if err := relay.EnsureStreams(ctx, js, streams); err != nil {
+	if err := a.untilJetStream(ctx, "provisioning streams", func() error {
+		return relay.EnsureStreams(ctx, js, streams)
+	}); err != nil {
 		return err
 	}
 	if max := nc.MaxPayload(); int64(a.cfg.InlineMaxBytes)*4+64<<10 > max {
@@ -118,12 +120,24 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("loading schemas: %w", err)
 	}
-	router, tenants, err := a.tenants(ctx, js)
-	if err != nil {
+	var (
+		router  relay.Router
+		tenants int
+	)
+	if err := a.untilJetStream(ctx, "binding the quota buckets", func() (err error) {
+		a.mu.Lock()
+		a.degraded = nil // a failed attempt may have left the limiters it had built
+		a.mu.Unlock()
+		router, tenants, err = a.tenants(ctx, js)
+		return err
+	}); err != nil {
 		return err
 	}
-	deferrals, err := relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
-	if err != nil {
+	var deferrals *relay.Deferrals
+	if err := a.untilJetStream(ctx, "binding the deferrals bucket", func() (err error) {
+		deferrals, err = relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
+		return err
+	}); err != nil {
 		return err
 	}
 	tenantWorkers := a.cfg.TenantMaxWorkers
@@ -137,12 +151,18 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("LR_DOWNLOAD_*: %w", err)
 	}
-	store, err := artifact.NewStore(ctx, js, artifact.StoreConfig{
-		Bucket: a.cfg.ObjectBucket, TTL: a.cfg.ObjectTTL, MaxBytes: a.cfg.ObjectMaxBytes,
-		Replicas: a.cfg.StreamReplicas, Provision: a.cfg.Provision,
-	}, a.log.With().Str("component", "artifact").Logger())
-	if err != nil {
-		return fmt.Errorf("object store %q: %w", a.cfg.ObjectBucket, err)
+	var store *artifact.Store
+	if err := a.untilJetStream(ctx, "binding the object store", func() (err error) {
+		store, err = artifact.NewStore(ctx, js, artifact.StoreConfig{
+			Bucket: a.cfg.ObjectBucket, TTL: a.cfg.ObjectTTL, MaxBytes: a.cfg.ObjectMaxBytes,
+			Replicas: a.cfg.StreamReplicas, Provision: a.cfg.Provision,
+		}, a.log.With().Str("component", "artifact").Logger())
+		if err != nil {
+			return fmt.Errorf("object store %q: %w", a.cfg.ObjectBucket, err)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	janitorDone := make(chan struct{})
 	go func() { defer close(janitorDone); a.cleanOrphans(ctx, store) }()
@@ -169,7 +189,50 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mu.Unlock()
 	a.log.Info().Str("consumer", a.cfg.Consumer).Str("stream", a.cfg.SourceStream).Int("workers", a.cfg.Workers).
 		Str("version", Version).Msg("relaying")
-	return r.Run(ctx)
+	// Run fails only while binding the consumer, before any work started, so it can simply be run again.
+	return a.untilJetStream(ctx, "binding the consumer", func() error { return r.Run(ctx) })
+}
+
+// untilJetStream runs a start-up step until it succeeds, fails for a reason that waiting cannot cure, or ctx
+// ends. JetStream that does not answer in time or is briefly unavailable (a cluster electing its leaders,
+// several replicas provisioning the same R3 streams at once, where the server may leave a create request
+// unanswered) pauses the start, as a NATS outage pauses the relay: it never ends the process.
+func (a *App) untilJetStream(ctx context.Context, step string, fn func() error) error {
+	delay := 500 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !jetStreamUnavailable(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.log.Warn().Err(err).Str("step", step).Dur("retry_in", delay).Msg("JetStream did not answer; retrying")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// jetStreamUnavailable reports whether err means JetStream did not answer (timeout, no responders, no
+// connection yet) or answered that it is temporarily unavailable (503), rather than refusing the request.
+func jetStreamUnavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return false // a server or account without JetStream: a configuration problem
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503
+	}
+	return false
 }
 
 func (a *App) streamConfig() relay.StreamConfig {

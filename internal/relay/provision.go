@@ -39,7 +39,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 			Description: "Live response finished events (lr-relay input)"},
 		{Name: c.ResultStream, Subjects: []string{c.ResultSubjectPrefix + ".>"}, Storage: jetstream.FileStorage,
 			Retention: jetstream.LimitsPolicy, MaxAge: 30 * 24 * time.Hour, Duplicates: dup, Replicas: replicas,
-			AllowDirect: true, Description: "lr-relay result events, one per command"},
+			Description: "lr-relay result events, one per command"},
 		{Name: c.DeadLetterStream, Subjects: []string{c.DeadLetterSubject}, Storage: jetstream.FileStorage,
 			Retention: jetstream.LimitsPolicy, MaxAge: 90 * 24 * time.Hour, Duplicates: dup, Replicas: replicas,
 			Description: "lr-relay dead-letter records with the original payloads"},

@@ -261,7 +261,11 @@ func (r *Relay) pullFailed(ctx context.Context, err error) {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
 		r.setReady(true)
 		return
-	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+	case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound),
+		errors.Is(err, nats.ErrNoResponders):
+		// A pull sent to a consumer that no longer exists gets no answer at all (nobody listens on its
+		// MSG.NEXT subject): ErrConsumerDeleted only reaches a pull that was waiting when it went. bind looks
+		// the consumer up and creates it only when it is really missing.
 		r.log.Warn().Err(err).Str("consumer", r.o.Streams.Consumer).Msg("consumer gone; recreating it")
 		r.setReady(false)
 		if err := r.bind(ctx); err != nil {
