@@ -68,7 +68,7 @@ func newLocal(windows []Window, o options, m *metrics, collectUtilisation bool) 
 		keys:    make(map[string]*keyState),
 	}
 	if collectUtilisation && o.registerer != nil {
-		register(o.registerer, newUtilisationCollector(o.clock, l.utilisation))
+		registerUtilisation(o.registerer, o.clock, l.utilisation)
 	}
 	return l
 }

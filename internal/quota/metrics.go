@@ -2,7 +2,9 @@ package quota
 
 import (
 	"errors"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +17,7 @@ type metrics struct {
 	granted  *prometheus.CounterVec
 	wait     *prometheus.HistogramVec
 	paused   *prometheus.CounterVec
+	discard  *prometheus.CounterVec
 	degraded prometheus.Gauge
 }
 
@@ -36,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "lr", Subsystem: "quota", Name: "paused_total",
 			Help: "Pauses requested for a key, typically after a 429 with Retry-After.",
 		}, []string{"tenant", "endpoint"}),
+		discard: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "lr", Subsystem: "quota", Name: "grants_discarded_total",
+			Help: "Grants left unused because the shared store recorded them later than half the skew margin allows.",
+		}, []string{"tenant", "endpoint"}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "lr", Subsystem: "quota", Name: "degraded",
 			Help: "1 while the shared quota store is unreachable and the local fallback share is in use.",
@@ -47,6 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.granted = register(reg, m.granted)
 	m.wait = register(reg, m.wait)
 	m.paused = register(reg, m.paused)
+	m.discard = register(reg, m.discard)
 	return m
 }
 
@@ -81,6 +89,11 @@ func (m *metrics) observeGrant(key string, waited time.Duration) {
 	m.wait.WithLabelValues(t, e).Observe(waited.Seconds())
 }
 
+func (m *metrics) observeDiscard(key string) {
+	t, e := splitKey(key)
+	m.discard.WithLabelValues(t, e).Inc()
+}
+
 func (m *metrics) observePause(key string) {
 	t, e := splitKey(key)
 	m.paused.WithLabelValues(t, e).Inc()
@@ -88,11 +101,14 @@ func (m *metrics) observePause(key string) {
 
 // utilisationCollector reports, at scrape time, the share of each window's
 // limit used in the window that ends now, so the value decays when traffic
-// stops instead of freezing at the last grant.
+// stops instead of freezing at the last grant. One registry has one collector
+// (a second would clash on the metric name), which reports for every limiter
+// registered with it: lr-relay has a limiter per tenant and endpoint.
 type utilisationCollector struct {
-	desc     *prometheus.Desc
-	snapshot func(now time.Time) []utilisation
-	clock    Clock
+	desc *prometheus.Desc
+
+	mu        sync.Mutex
+	snapshots []func() []utilisation
 }
 
 type utilisation struct {
@@ -101,21 +117,39 @@ type utilisation struct {
 	ratio  float64
 }
 
-func newUtilisationCollector(clock Clock, snapshot func(time.Time) []utilisation) *utilisationCollector {
-	return &utilisationCollector{
-		desc: prometheus.NewDesc("lr_quota_utilisation_ratio",
-			"Grants in the sliding window that ends now divided by the window's limit.",
-			[]string{"tenant", "endpoint", "window"}, nil),
-		snapshot: snapshot,
-		clock:    clock,
-	}
+// registerUtilisation adds a limiter's snapshot, read on its own clock, to the
+// registry's utilisation collector, registering one first if there is none.
+func registerUtilisation(reg prometheus.Registerer, clock Clock, snapshot func(now time.Time) []utilisation) {
+	c := register(reg, newUtilisationCollector())
+	c.mu.Lock()
+	c.snapshots = append(c.snapshots, func() []utilisation { return snapshot(clock.Now()) })
+	c.mu.Unlock()
+}
+
+func newUtilisationCollector() *utilisationCollector {
+	return &utilisationCollector{desc: prometheus.NewDesc("lr_quota_utilisation_ratio",
+		"Grants in the sliding window that ends now divided by the window's limit.",
+		[]string{"tenant", "endpoint", "window"}, nil)}
 }
 
 func (c *utilisationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, u := range c.snapshot(c.clock.Now()) {
-		t, e := splitKey(u.key)
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, u.ratio, t, e, u.window.String())
+	c.mu.Lock()
+	snapshots := slices.Clone(c.snapshots)
+	c.mu.Unlock()
+	// Two limiters on one key would report the same series twice, which fails
+	// the whole scrape: the first one wins.
+	seen := map[[3]string]bool{}
+	for _, snapshot := range snapshots {
+		for _, u := range snapshot() {
+			t, e := splitKey(u.key)
+			id := [3]string{t, e, u.window.String()}
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, u.ratio, t, e, u.window.String())
+		}
 	}
 }

@@ -181,7 +181,7 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 		unsynced:  make(map[string][]time.Time),
 	}
 	if o.registerer != nil {
-		register(o.registerer, newUtilisationCollector(o.clock, s.utilisation))
+		registerUtilisation(o.registerer, o.clock, s.utilisation)
 	}
 	return s, nil
 }
@@ -215,6 +215,10 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 			return ctx.Err()
 		case errors.Is(err, errConflict):
 			continue // another replica wrote first: read again
+		case errors.Is(err, errLate):
+			s.markHealthy() // the write went through: the store answers
+			s.metrics.observeDiscard(key)
+			continue // the slot stays unused; take the next one
 		case err != nil:
 			fb := s.markDegraded(err)
 			return s.waitFallback(ctx, fb, key, start)
@@ -236,6 +240,10 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 
 // errConflict means the compare-and-swap lost to another writer.
 var errConflict = errors.New("quota: concurrent update")
+
+// errLate means the grant was recorded, but so long after its stamp that the
+// call must not be made (see try).
+var errLate = errors.New("quota: grant recorded too late to use")
 
 // try reads key's entry, and if a call is allowed now appends it with a
 // compare-and-swap. It returns granted=false and the instant to look again
@@ -305,6 +313,17 @@ func (s *Shared) try(ctx context.Context, key string) (granted bool, at time.Tim
 	s.mu.Unlock()
 	if s.opts.onGrant != nil {
 		s.opts.onGrant(key, stamp)
+	}
+	// The windows are kept on the stamps, but the server counts arrivals, and
+	// the call leaves only now, after the write's round trip. The margin absorbs
+	// the spread of the delay between stamp and arrival; a write that took more
+	// than half of it (a slow or overloaded store) would eat into what the
+	// network needs, and a call i arriving that much late lets call i+Limit
+	// arrive less than a window after it: a 429 that pauses the whole tenant.
+	// Leaving this one slot unused instead costs one call, and the log (which
+	// still holds the stamp) only errs on the careful side.
+	if s.widen > 0 && s.opts.clock.Now().Sub(stamp) > s.widen/2 {
+		return false, time.Time{}, errLate
 	}
 	return true, time.Time{}, nil
 }
