@@ -115,6 +115,7 @@ type Shared struct {
 	seeded    map[string]bool        // keys seeded into this episode's fallback
 	lastSeen  map[string]sharedState // the last state read from or written to the store
 	unsynced  map[string][]time.Time // fallback grants not yet in the store
+	writes    writeTimes             // recent grant write round trips
 }
 
 // NewShared binds (or, with cfg.Provision, creates) the bucket and returns a
@@ -205,11 +206,12 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 		return err
 	}
 	defer unlock()
+	mayDiscard := true
 	for {
 		if fb := s.fallbackIfNoProbe(); fb != nil {
 			return s.waitFallback(ctx, fb, key, start)
 		}
-		granted, at, err := s.try(ctx, key)
+		granted, at, err := s.try(ctx, key, mayDiscard)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -218,7 +220,11 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 		case errors.Is(err, errLate):
 			s.markHealthy() // the write went through: the store answers
 			s.metrics.observeDiscard(key)
-			continue // the slot stays unused; take the next one
+			// The slot stays unused; take the next one, whatever its write
+			// takes, so that a store that turned slow for good costs one slot
+			// per call until the floor catches up, never the whole budget.
+			mayDiscard = false
+			continue
 		case err != nil:
 			fb := s.markDegraded(err)
 			return s.waitFallback(ctx, fb, key, start)
@@ -247,8 +253,9 @@ var errLate = errors.New("quota: grant recorded too late to use")
 
 // try reads key's entry, and if a call is allowed now appends it with a
 // compare-and-swap. It returns granted=false and the instant to look again
-// when the windows or a pause forbid a call now.
-func (s *Shared) try(ctx context.Context, key string) (granted bool, at time.Time, err error) {
+// when the windows or a pause forbid a call now, and errLate (when mayDiscard)
+// for a grant whose write took too long to be used.
+func (s *Shared) try(ctx context.Context, key string, mayDiscard bool) (granted bool, at time.Time, err error) {
 	k := kvKey(key)
 	opCtx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
@@ -316,13 +323,16 @@ func (s *Shared) try(ctx context.Context, key string) (granted bool, at time.Tim
 	}
 	// The windows are kept on the stamps, but the server counts arrivals, and
 	// the call leaves only now, after the write's round trip. The margin absorbs
-	// the spread of the delay between stamp and arrival; a write that took more
-	// than half of it (a slow or overloaded store) would eat into what the
-	// network needs, and a call i arriving that much late lets call i+Limit
-	// arrive less than a window after it: a 429 that pauses the whole tenant.
-	// Leaving this one slot unused instead costs one call, and the log (which
-	// still holds the stamp) only errs on the careful side.
-	if s.widen > 0 && s.opts.clock.Now().Sub(stamp) > s.widen/2 {
+	// the spread of the delay between stamp and arrival: a write that took half
+	// the margin longer than the fastest recent ones (a stall of the store or
+	// of this process) would eat into what the network needs, and a call i
+	// arriving that much late lets call i+Limit arrive less than a window after
+	// it: a 429, which pauses the whole tenant. Leaving this one slot unused
+	// costs one call instead, and the log, which still holds the stamp, only
+	// errs on the careful side. A store that is slow but steady spreads
+	// nothing and loses nothing.
+	took := s.opts.clock.Now().Sub(now)
+	if floor := s.writes.add(took); mayDiscard && s.widen > 0 && took-floor > s.widen/2 {
 		return false, time.Time{}, errLate
 	}
 	return true, time.Time{}, nil
@@ -497,4 +507,28 @@ func (s *Shared) utilisation(now time.Time) []utilisation {
 		}
 	}
 	return out
+}
+
+// writeTimes keeps the last few grant write round trips, whose minimum is the
+// floor against which a slow write is judged.
+type writeTimes struct {
+	mu   sync.Mutex
+	ring [8]time.Duration
+	n    int
+}
+
+// add records d and returns the smallest of the recorded round trips before
+// it (0 when there are none).
+func (w *writeTimes) add(d time.Duration) (floor time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := min(w.n, len(w.ring))
+	for i := range seen {
+		if i == 0 || w.ring[i] < floor {
+			floor = w.ring[i]
+		}
+	}
+	w.ring[w.n%len(w.ring)] = max(d, 0)
+	w.n++
+	return floor
 }
