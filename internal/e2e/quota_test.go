@@ -637,6 +637,9 @@ func TestQuotaMetrics(t *testing.T) {
 		{"beta window utilisation", "lr_quota_utilisation_ratio",
 			map[string]string{"tenant": "beta", "endpoint": "links", "window": "50/1s"},
 			func(v float64) bool { return v >= 0 && v <= 1 }, "in [0, 1]"},
+		{"beta calls allowed per window", "lr_quota_window_limit",
+			map[string]string{"tenant": "beta", "endpoint": "links", "window": "50/1s"},
+			func(v float64) bool { return v == 50 }, "50"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -105,7 +105,8 @@ func (m *metrics) observePause(key string) {
 // (a second would clash on the metric name), which reports for every limiter
 // registered with it: lr-relay has a limiter per tenant and endpoint.
 type utilisationCollector struct {
-	desc *prometheus.Desc
+	desc  *prometheus.Desc
+	limit *prometheus.Desc
 
 	mu        sync.Mutex
 	snapshots []func() []utilisation
@@ -127,12 +128,17 @@ func registerUtilisation(reg prometheus.Registerer, clock Clock, snapshot func(n
 }
 
 func newUtilisationCollector() *utilisationCollector {
-	return &utilisationCollector{desc: prometheus.NewDesc("lr_quota_utilisation_ratio",
-		"Grants in the sliding window that ends now divided by the window's limit.",
-		[]string{"tenant", "endpoint", "window"}, nil)}
+	return &utilisationCollector{
+		desc: prometheus.NewDesc("lr_quota_utilisation_ratio",
+			"Grants in the sliding window that ends now divided by the window's limit.",
+			[]string{"tenant", "endpoint", "window"}, nil),
+		limit: prometheus.NewDesc("lr_quota_window_limit",
+			"Calls allowed in the window (the limit); with lr_quota_utilisation_ratio it gives calls used.",
+			[]string{"tenant", "endpoint", "window"}, nil),
+	}
 }
 
-func (c *utilisationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *utilisationCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.limit }
 
 func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
@@ -150,6 +156,7 @@ func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[id] = true
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, u.ratio, t, e, u.window.String())
+			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(u.window.Limit), t, e, u.window.String())
 		}
 	}
 }
