@@ -354,6 +354,8 @@ func TestLocalMetrics(t *testing.T) {
 			`lr_quota_paused_total{endpoint="link",tenant="tenant1"}`:                      1,
 			`lr_quota_utilisation_ratio{endpoint="link",tenant="tenant1",window="100/1h"}`: 0.03,
 			`lr_quota_utilisation_ratio{endpoint="link",tenant="tenant1",window="10/1m"}`:  0.1,
+			`lr_quota_window_limit{endpoint="link",tenant="tenant1",window="100/1h"}`:      100,
+			`lr_quota_window_limit{endpoint="link",tenant="tenant1",window="10/1m"}`:       10,
 			`lr_quota_wait_seconds_count{endpoint="link",tenant="tenant1"}`:                3,
 		}
 		if !maps.Equal(got, want) {
