@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +171,46 @@ func TestBadEventsAreDeadLettered(t *testing.T) {
 		}
 	}
 	assertNoSecrets(t, e.logs.String(), simulator.DefaultClientSecret)
+}
+
+// TestMaxDeliverDeadLettersWithLastError keeps the API failing (500 on every call) and checks that each event
+// is dead-lettered after exactly LR_MAX_DELIVER deliveries, with the last error in the record, and that
+// nothing is published for it.
+func TestMaxDeliverDeadLettersWithLastError(t *testing.T) {
+	faults, err := simulator.ParseFaults("5xx=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, simulator.Config{Faults: faults})
+	actions := simulator.GenerateActions(3, 1, 100, 17)
+	for _, a := range actions {
+		e.sim.AddAction(a)
+	}
+	cfg := e.config(t, map[string]string{"LR_MAX_DELIVER": "3", "LR_RETRY_BACKOFF": "50ms"})
+	e.startRelay(t, cfg)
+	e.publishActions(t, cfg, actions)
+	waitFor(t, 30*time.Second, "3 dead letters", func() bool { return e.streamMsgs(t, cfg.DeadLetterStream) >= 3 })
+	time.Sleep(300 * time.Millisecond) // room for a wrong fourth delivery to show up
+
+	for _, m := range e.readAll(t, cfg.DeadLetterStream) {
+		var dl relay.DeadLetter
+		if err := json.Unmarshal(m.Data, &dl); err != nil {
+			t.Fatal(err)
+		}
+		if dl.Reason != relay.ReasonMaxDeliveries || dl.Deliveries != 3 {
+			t.Errorf("reason %q after %d deliveries, want %q after 3", dl.Reason, dl.Deliveries, relay.ReasonMaxDeliveries)
+		}
+		if !strings.Contains(dl.Message, "gave up after 3 deliveries") || !strings.Contains(dl.Message, "500") {
+			t.Errorf("message %q does not carry the last error", dl.Message)
+		}
+		if dl.Index == nil || *dl.Index != 0 || dl.ActionID == "" {
+			t.Errorf("record does not name the failing command: action %q index %v", dl.ActionID, dl.Index)
+		}
+	}
+	if n := e.streamMsgs(t, cfg.DeadLetterStream); n != 3 {
+		t.Errorf("%d dead letters, want 3", n)
+	}
+	if n := e.streamMsgs(t, cfg.ResultStream); n != 0 {
+		t.Errorf("%d results published for failing events, want 0", n)
+	}
 }
