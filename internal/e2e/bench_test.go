@@ -14,12 +14,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/app"
-	"github.com/lr-relay/lr-relay/internal/config"
-	"github.com/lr-relay/lr-relay/internal/embedded"
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/simulator"
 )
@@ -70,17 +67,23 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 func benchPipeline(b *testing.B, workers int, shared bool, batch int) {
-	e, accepted := newBenchEnv(b, simulator.Config{LinkLimits: benchUnlimited, ActionLimits: benchUnlimited})
-	cfg := benchConfig(b, e.vars(map[string]string{
+	counter := &benchListener{}
+	e := newEnvWith(b, simulator.Config{LinkLimits: benchUnlimited, ActionLimits: benchUnlimited}, envOptions{
+		quietSimulator: true,
+		wrapListener:   func(ln net.Listener) net.Listener { counter.Listener = ln; return counter },
+	})
+	accepted := &counter.accepted
+	cfg := e.config(b, map[string]string{
 		"LR_WORKERS":            fmt.Sprint(workers),
 		"LR_RATE_LIMITS":        benchUnlimited,
 		"LR_ACTION_RATE_LIMITS": benchUnlimited,
 		"LR_QUOTA_SHARED":       fmt.Sprint(shared),
 		"LR_LOG_LEVEL":          "info",
 		"LR_ACK_WAIT":           "30s",
-	}))
-	startBenchRelay(b, e, cfg)
-	benchWaitFor(b, 20*time.Second, "source stream and consumer", func() bool {
+	})
+	// Log at info level, as a production relay does.
+	e.startRelay(b, cfg, func(o *app.Options) { o.Logger = zerolog.New(e.logs).Level(zerolog.InfoLevel) })
+	waitFor(b, 20*time.Second, "source stream and consumer", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := e.js.Consumer(ctx, cfg.SourceStream, cfg.Consumer)
@@ -141,7 +144,7 @@ func benchPipeline(b *testing.B, workers int, shared bool, batch int) {
 	if st.Throttled != 0 {
 		b.Fatalf("simulator answered %d 429s; the throttle was meant to be out of reach", st.Throttled)
 	}
-	if n := benchStreamMsgs(b, e.js, cfg.DeadLetterStream); n != 0 {
+	if n := e.streamMsgs(b, cfg.DeadLetterStream); n != 0 {
 		b.Fatalf("dead-letter stream holds %d records, want 0", n)
 	}
 	b.ReportMetric(0, "ns/op") // an op is a whole batch; results/s is the figure that means something
@@ -261,54 +264,6 @@ func benchPercentile(sorted []time.Duration, p float64) time.Duration {
 
 func benchMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// newBenchEnv is newEnv for benchmarks (harness_test.go's helpers take *testing.T): the same world, with the
-// simulator's logging off, and a count of the TCP connections the simulator accepted. Only the fields the
-// env methods without a *testing.T parameter need (vars) and the ones used here are set.
-func newBenchEnv(tb testing.TB, simCfg simulator.Config) (*env, *atomic.Int64) {
-	tb.Helper()
-	ns, err := embedded.Start(embedded.Options{StoreDir: tb.TempDir()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(ns.Shutdown)
-	e := &env{ns: ns, logs: &syncBuffer{}}
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			lines := strings.Split(e.logs.String(), "\n")
-			tb.Logf("last log lines:\n%s", strings.Join(lines[max(0, len(lines)-100):], "\n"))
-		}
-	})
-	if simCfg.Seed == 0 {
-		simCfg.Seed = 7
-	}
-	simCfg.Log = zerolog.Nop()
-	e.sim, err = simulator.New(simCfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ln := &benchListener{Listener: inner}
-	e.addr = ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.sim.Serve(ctx, ln) }()
-	tb.Cleanup(func() { cancel(); <-done })
-
-	e.nc, err = nats.Connect(ns.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(e.nc.Close)
-	e.js, err = jetstream.New(e.nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return e, &ln.accepted
-}
-
 // benchListener counts accepted connections.
 type benchListener struct {
 	net.Listener
@@ -321,69 +276,4 @@ func (l *benchListener) Accept() (net.Conn, error) {
 		l.accepted.Add(1)
 	}
 	return c, err
-}
-
-// benchConfig loads the relay configuration from vars the way main does.
-func benchConfig(tb testing.TB, vars map[string]string) config.Config {
-	tb.Helper()
-	for k, v := range vars {
-		tb.Setenv(k, v)
-	}
-	cfg, err := config.Load()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	return cfg
-}
-
-// startBenchRelay is env.startRelay for benchmarks: it logs at info level, as a production relay does.
-func startBenchRelay(tb testing.TB, e *env, cfg config.Config) {
-	tb.Helper()
-	a, err := app.New(app.Options{Config: cfg, Logger: zerolog.New(e.logs).Level(zerolog.InfoLevel)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("relay returned %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			tb.Errorf("relay did not stop within 30s")
-		}
-	})
-}
-
-func benchWaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for: %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func benchStreamMsgs(tb testing.TB, js jetstream.JetStream, name string) uint64 {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		return 0
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return info.State.Msgs
 }

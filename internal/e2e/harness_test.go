@@ -23,7 +23,7 @@ import (
 
 // env is one test world: a JetStream server, a simulator and a client connection.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *server.Server
 	sim  *simulator.Simulator
 	addr string // simulator host:port
@@ -49,7 +49,20 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newEnv(t *testing.T, simCfg simulator.Config) *env {
+func newEnv(t testing.TB, simCfg simulator.Config) *env {
+	t.Helper()
+	return newEnvWith(t, simCfg, envOptions{})
+}
+
+// envOptions adjust newEnv for benchmarks.
+type envOptions struct {
+	// quietSimulator turns the simulator's debug log off.
+	quietSimulator bool
+	// wrapListener wraps the simulator's listener (to count connections).
+	wrapListener func(net.Listener) net.Listener
+}
+
+func newEnvWith(t testing.TB, simCfg simulator.Config, o envOptions) *env {
 	t.Helper()
 	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
 	if err != nil {
@@ -67,6 +80,9 @@ func newEnv(t *testing.T, simCfg simulator.Config) *env {
 		simCfg.Seed = 7
 	}
 	simCfg.Log = zerolog.New(e.logs).Level(zerolog.DebugLevel).With().Str("component", "simulator").Logger()
+	if o.quietSimulator {
+		simCfg.Log = zerolog.Nop()
+	}
 	e.sim, err = simulator.New(simCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +90,9 @@ func newEnv(t *testing.T, simCfg simulator.Config) *env {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.wrapListener != nil {
+		ln = o.wrapListener(ln)
 	}
 	e.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -118,7 +137,7 @@ func (e *env) vars(extra map[string]string) map[string]string {
 }
 
 // config returns the relay configuration of vars(extra), loaded the way main loads it.
-func (e *env) config(t *testing.T, extra map[string]string) config.Config {
+func (e *env) config(t testing.TB, extra map[string]string) config.Config {
 	t.Helper()
 	for k, v := range e.vars(extra) {
 		t.Setenv(k, v)
@@ -134,7 +153,7 @@ func (e *env) config(t *testing.T, extra map[string]string) config.Config {
 }
 
 // startRelay runs an in-process relay until the test ends; it returns a stop function that waits.
-func (e *env) startRelay(t *testing.T, cfg config.Config, opts ...func(*app.Options)) (stop func()) {
+func (e *env) startRelay(t testing.TB, cfg config.Config, opts ...func(*app.Options)) (stop func()) {
 	t.Helper()
 	o := app.Options{Config: cfg, Logger: zerolog.New(e.logs).Level(zerolog.DebugLevel)}
 	for _, f := range opts {
@@ -166,7 +185,7 @@ func (e *env) startRelay(t *testing.T, cfg config.Config, opts ...func(*app.Opti
 }
 
 // publishActions publishes each action as a "finished" event, after the source stream exists.
-func (e *env) publishActions(t *testing.T, cfg config.Config, actions []simulator.Action) {
+func (e *env) publishActions(t testing.TB, cfg config.Config, actions []simulator.Action) {
 	t.Helper()
 	e.waitStream(t, cfg.SourceStream)
 	for _, a := range actions {
@@ -178,7 +197,7 @@ func (e *env) publishActions(t *testing.T, cfg config.Config, actions []simulato
 	}
 }
 
-func (e *env) publishRaw(t *testing.T, cfg config.Config, payload []byte) {
+func (e *env) publishRaw(t testing.TB, cfg config.Config, payload []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -187,7 +206,7 @@ func (e *env) publishRaw(t *testing.T, cfg config.Config, payload []byte) {
 	}
 }
 
-func (e *env) waitStream(t *testing.T, name string) {
+func (e *env) waitStream(t testing.TB, name string) {
 	t.Helper()
 	waitFor(t, 20*time.Second, "stream "+name+" exists", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -198,7 +217,7 @@ func (e *env) waitStream(t *testing.T, name string) {
 }
 
 // streamMsgs returns the number of messages stored in a stream.
-func (e *env) streamMsgs(t *testing.T, name string) uint64 {
+func (e *env) streamMsgs(t testing.TB, name string) uint64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -214,7 +233,7 @@ func (e *env) streamMsgs(t *testing.T, name string) uint64 {
 }
 
 // readAll returns every message of a stream, in order.
-func (e *env) readAll(t *testing.T, name string) []*jetstream.RawStreamMsg {
+func (e *env) readAll(t testing.TB, name string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -237,7 +256,7 @@ func (e *env) readAll(t *testing.T, name string) []*jetstream.RawStreamMsg {
 	return out
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -249,7 +268,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 }
 
 // assertNoSecrets fails when a secret shows up in the captured logs.
-func assertNoSecrets(t *testing.T, logs string, secrets ...string) {
+func assertNoSecrets(t testing.TB, logs string, secrets ...string) {
 	t.Helper()
 	for _, s := range secrets {
 		if s != "" && strings.Contains(logs, s) {
