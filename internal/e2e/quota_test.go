@@ -43,6 +43,20 @@ const (
 	quotaMinUtilisation = 0.90
 )
 
+// minUtilisation is the floor of this run: quotaMinUtilisation, or the 98% target when
+// LR_QUOTA_MIN_UTILISATION says so. CI asserts 98% in a separate step, when nothing else runs on the machine.
+func minUtilisation(t testing.TB) float64 {
+	v := os.Getenv("LR_QUOTA_MIN_UTILISATION")
+	if v == "" {
+		return quotaMinUtilisation
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 || f > 1 {
+		t.Fatalf("LR_QUOTA_MIN_UTILISATION=%q: want a fraction such as 0.98", v)
+	}
+	return f
+}
+
 // quotaFigures are the measurements of one backlog run.
 type quotaFigures struct {
 	name              string
@@ -259,10 +273,10 @@ func TestQuotaUtilisationUnderBacklog(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			f := quotaBacklogRun(t, replicas, 0)
 			rows = append(rows, f)
-			if f.utilisation() < quotaMinUtilisation {
+			if f.utilisation() < minUtilisation(t) {
 				t.Errorf("%d replicas made %d of the %d calls allowed in %s (%.1f%%), want at least %.0f%%; each window started %s late "+
 					"on average (margin %s) and %d grants were discarded as recorded too late",
-					replicas, f.made, f.allowed, quotaMeasure, 100*f.utilisation(), 100*quotaMinUtilisation, f.lag, quotaMargin, f.discarded)
+					replicas, f.made, f.allowed, quotaMeasure, 100*f.utilisation(), 100*minUtilisation(t), f.lag, quotaMargin, f.discarded)
 			}
 		})
 	}
@@ -277,9 +291,9 @@ func TestQuotaReplicaLoss(t *testing.T) {
 	f := quotaBacklogRun(t, 3, 5*time.Second)
 	f.name = "3, one SIGKILLed at 5s"
 	t.Logf("windows %s, LR_QUOTA_SKEW_MARGIN=%s:\n%s", quotaLimits, quotaMargin, quotaTable([]quotaFigures{f}))
-	if f.utilisation() < quotaMinUtilisation {
+	if f.utilisation() < minUtilisation(t) {
 		t.Errorf("after losing a replica, the others made %d of the %d calls allowed (%.1f%%), want at least %.0f%%",
-			f.made, f.allowed, 100*f.utilisation(), 100*quotaMinUtilisation)
+			f.made, f.allowed, 100*f.utilisation(), 100*minUtilisation(t))
 	}
 }
 
