@@ -257,3 +257,23 @@ func (s *Store) CleanOrphans(ctx context.Context, olderThan time.Duration) (int,
 	}
 	return purged, errors.Join(errs...)
 }
+
+// Annotate adds metadata to a stored object without touching its content (digest, size and chunks stay), so
+// that a later Lookup can rebuild a whole result from it.
+func (s *Store) Annotate(ctx context.Context, name string, extra map[string]string) error {
+	info, err := s.obs.GetInfo(ctx, name)
+	if err != nil {
+		return fmt.Errorf("annotate object %q: %w", name, err)
+	}
+	meta := info.ObjectMeta
+	merged := maps.Clone(meta.Metadata)
+	if merged == nil {
+		merged = make(map[string]string, len(extra))
+	}
+	maps.Copy(merged, extra)
+	meta.Metadata = merged
+	if err := s.obs.UpdateMeta(ctx, name, meta); err != nil {
+		return fmt.Errorf("annotate object %q: %w", name, err)
+	}
+	return nil
+}

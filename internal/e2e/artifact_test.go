@@ -195,3 +195,44 @@ func TestRedeliveryMidUpload(t *testing.T) {
 	}
 	assertNoSecrets(t, e.logs.String(), simulator.DefaultClientSecret)
 }
+
+// TestCompleteObjectIsReused stands for a crash between storing an object and publishing its result: a second
+// relay, publishing to a fresh results stream (so nothing is found there), gets the same events again and must
+// rebuild both results from the stored objects, without calling the API or downloading anything, and with the
+// same content as the first time.
+func TestCompleteObjectIsReused(t *testing.T) {
+	e := newEnv(t, simulator.Config{})
+	script, file := bigActions(2<<20, 3<<20)
+	e.sim.AddAction(script)
+	e.sim.AddAction(file)
+	cfg := e.config(t, nil)
+	stop := e.startRelay(t, cfg)
+	actions := []simulator.Action{script, file}
+	e.publishActions(t, cfg, actions)
+	waitFor(t, 60*time.Second, "2 results", func() bool { return e.streamMsgs(t, cfg.ResultStream) >= 2 })
+	firstScript := e.resultOf(t, cfg.ResultStream, script.MachineAction.ID)
+	firstFile := e.resultOf(t, cfg.ResultStream, file.MachineAction.ID)
+	stop()
+	before := e.sim.Stats()
+
+	cfg2 := e.config(t, map[string]string{"LR_RESULT_STREAM": "RESULTS_AFTER_CRASH", "LR_RESULT_SUBJECT_PREFIX": "results.after"})
+	e.startRelay(t, cfg2)
+	e.publishActions(t, cfg2, actions)
+	waitFor(t, 60*time.Second, "2 results in the second stream", func() bool { return e.streamMsgs(t, cfg2.ResultStream) >= 2 })
+
+	after := e.sim.Stats()
+	if after.LinkCalls != before.LinkCalls || after.BlobDownloads != before.BlobDownloads {
+		t.Errorf("reuse called the API or downloaded: link calls %d -> %d, downloads %d -> %d",
+			before.LinkCalls, after.LinkCalls, before.BlobDownloads, after.BlobDownloads)
+	}
+	againScript := e.resultOf(t, cfg2.ResultStream, script.MachineAction.ID)
+	againFile := e.resultOf(t, cfg2.ResultStream, file.MachineAction.ID)
+	if againScript.Script == nil || againScript.Script.Output != firstScript.Script.Output ||
+		*againScript.Script.OutputObject != *firstScript.Script.OutputObject || againScript.Script.ScriptName != firstScript.Script.ScriptName {
+		t.Errorf("reused script result differs:\nfirst %+v\nagain %+v", firstScript.Script, againScript.Script)
+	}
+	if againFile.File == nil || *againFile.File.Object != *firstFile.File.Object || againFile.File.Name != firstFile.File.Name ||
+		againFile.File.CompressedBytes != firstFile.File.CompressedBytes {
+		t.Errorf("reused file result differs:\nfirst %+v\nagain %+v", firstFile.File, againFile.File)
+	}
+}

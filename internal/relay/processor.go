@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -34,7 +35,13 @@ type Store interface {
 	Opener(ctx context.Context, name string, meta map[string]string) artifact.Opener
 	// Lookup finds a complete object (all chunks present, digest recorded) stored by an earlier delivery.
 	Lookup(ctx context.Context, name string) (*result.ObjectRef, map[string]string, bool, error)
+	// Annotate adds metadata to a stored object.
+	Annotate(ctx context.Context, name string, extra map[string]string) error
 }
+
+// metaScript is the object metadata key holding a script result (without its object reference), so that a
+// redelivery can reuse a stored output without downloading it again.
+const metaScript = "lr-script-result"
 
 // ProcessOptions are the parsing limits.
 type ProcessOptions struct {
@@ -75,8 +82,8 @@ func (p *Processor) Result(ctx context.Context, api API, tenant string, a *actio
 		ev.RelayedAt = p.now().UTC()
 		return ev, nil
 	}
-	if c.Command.Type == action.TypeGetFile {
-		reused, err := p.reuseFile(ctx, a, c, ev)
+	if c.Command.Type == action.TypeGetFile || c.Command.Type == action.TypeRunScript {
+		reused, err := p.reuse(ctx, a, c, ev)
 		if err != nil {
 			return nil, err
 		}
@@ -125,6 +132,9 @@ func (p *Processor) fetchInto(ctx context.Context, api API, a *action.MachineAct
 		script, problem, err := transcript.Parse(body, opts)
 		if err != nil {
 			return err
+		}
+		if script != nil && script.OutputObject != nil {
+			p.rememberScript(ctx, script)
 		}
 		ev.Script, ev.Problem = script, problem
 		ev.Outcome = result.OutcomeRelayed
@@ -212,23 +222,54 @@ func baseEvent(tenant string, a *action.MachineAction, c action.Command) *result
 	return ev
 }
 
-// reuseFile builds a GetFile result from an object that an earlier delivery stored completely (it crashed
-// or was stopped before publishing the result): no API call, no download, no second object.
-func (p *Processor) reuseFile(ctx context.Context, a *action.MachineAction, c action.Command, ev *result.Event) (bool, error) {
+// reuse builds a result from an object that an earlier delivery stored completely (it crashed or was stopped
+// before publishing the result): no API call, no download, no second object. A GetFile object carries its
+// name and compressed size; a script output object carries the whole script result (with its preview) once
+// rememberScript has annotated it. Anything less is not reused: the content is fetched again and replaces
+// the object under the same name.
+func (p *Processor) reuse(ctx context.Context, a *action.MachineAction, c action.Command, ev *result.Event) (bool, error) {
 	if p.store == nil {
 		return false, nil
 	}
-	ref, meta, ok, err := p.store.Lookup(ctx, artifact.ObjectName(a.ID, c.Index, artifact.KindFile))
+	kind := artifact.KindFile
+	if c.Command.Type == action.TypeRunScript {
+		kind = artifact.KindOutput
+	}
+	ref, meta, ok, err := p.store.Lookup(ctx, artifact.ObjectName(a.ID, c.Index, kind))
 	if err != nil || !ok {
 		return false, err
 	}
-	compressed, _ := strconv.ParseInt(meta[artifact.MetaCompressedBytes], 10, 64)
-	ev.File = &result.File{
-		Name: meta[artifact.MetaOriginalName], CompressedBytes: compressed, Bytes: ref.Size, SHA256: ref.SHA256,
-		NotInlineReason: "content larger than the inline cap; stored in the object store", Object: ref,
+	switch kind {
+	case artifact.KindFile:
+		compressed, _ := strconv.ParseInt(meta[artifact.MetaCompressedBytes], 10, 64)
+		ev.File = &result.File{
+			Name: meta[artifact.MetaOriginalName], CompressedBytes: compressed, Bytes: ref.Size, SHA256: ref.SHA256,
+			NotInlineReason: "content larger than the inline cap; stored in the object store", Object: ref,
+		}
+	case artifact.KindOutput:
+		var s result.Script
+		if raw := meta[metaScript]; raw == "" || json.Unmarshal([]byte(raw), &s) != nil || s.OutputBytes != ref.Size {
+			return false, nil
+		}
+		s.OutputObject = ref
+		ev.Script = &s
 	}
 	ev.Outcome = result.OutcomeRelayed
 	p.log.Info().Str("action_id", a.ID).Int("index", c.Index).Str("object", ref.Name).
 		Msg("reusing the complete object stored by an earlier delivery")
 	return true, nil
+}
+
+// rememberScript stores the parsed script result with its output object. If that fails the result is still
+// published; a redelivery would just download the output again.
+func (p *Processor) rememberScript(ctx context.Context, script *result.Script) {
+	s := *script
+	s.OutputObject = nil
+	b, err := json.Marshal(s)
+	if err == nil {
+		err = p.store.Annotate(ctx, script.OutputObject.Name, map[string]string{metaScript: string(b)})
+	}
+	if err != nil {
+		p.log.Warn().Err(err).Str("object", script.OutputObject.Name).Msg("could not record the script result with its object")
+	}
 }
