@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -489,16 +490,20 @@ func withVars(vars, extra map[string]string) map[string]string {
 	return out
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
+// freeAddr returns a loopback address that was free a moment ago, for a relay process to listen on. The port
+// comes from below Linux's ephemeral range (32768-60999): a port the kernel handed out and took back could be
+// handed out again to any outgoing connection (the suite makes thousands) before the process binds it.
+func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			_ = ln.Close()
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	t.Fatal("no free loopback port found between 20000 and 32000")
+	return ""
 }
 
 // ready returns the status of GET /-/ready, or 0 when the endpoint does not answer.

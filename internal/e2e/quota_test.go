@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -485,19 +484,8 @@ func TestQuotaTenantIsolation(t *testing.T) {
 	}
 }
 
-// quotaFreeAddr returns a loopback address that was free a moment ago.
-func quotaFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
+// quotaFreeAddr returns a loopback address for a relay process to listen on (see freeAddr).
+func quotaFreeAddr(t *testing.T) string { return freeAddr(t) }
 
 // quotaSample is one line of the Prometheus text format.
 type quotaSample struct {

@@ -36,7 +36,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		}
 	}
 	cfg := e.config(t, map[string]string{"LR_WORKERS": "4", "LR_RATE_LIMITS": limits, "LR_ACTION_RATE_LIMITS": limits,
-		"LR_QUOTA_SKEW_MARGIN": "100ms"})
+		"LR_QUOTA_SKEW_MARGIN": "200ms"})
 	e.startRelay(t, cfg)
 	e.publishActions(t, cfg, actions)
 
