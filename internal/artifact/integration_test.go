@@ -10,38 +10,20 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/artifact"
 	"github.com/lr-relay/lr-relay/internal/getfile"
+
+	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 )
 
 // newStore boots an embedded JetStream server with file storage and binds a store to bucket on it.
 func newStore(t testing.TB, bucket string) (*artifact.Store, jetstream.JetStream) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := embeddedtest.JetStream(t)
 	st, err := artifact.NewStore(context.Background(), js, artifact.StoreConfig{Bucket: bucket, Provision: true}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
