@@ -192,9 +192,17 @@ func TestNATSDefinitionsOnServer(t *testing.T) {
 		t.Errorf("got PubAck.Duplicate false for a repeated result id, want true")
 	}
 
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	// The consumer's pending count follows the stream asynchronously: poll for it.
+	var info *jetstream.ConsumerInfo
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err = cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if info.NumPending != 1 {
 		t.Errorf("got %d pending on the consumer, want the 1 source event", info.NumPending)

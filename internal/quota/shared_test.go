@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 	"github.com/lr-relay/lr-relay/internal/embedded"
+	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 )
 
 // startServer boots a real JetStream server on a random port (or on port, to
