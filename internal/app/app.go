@@ -133,16 +133,19 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
-	var deferrals *relay.Deferrals
-	if err := a.untilJetStream(ctx, "binding the deferrals bucket", func() (err error) {
-		deferrals, err = relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
-		return err
-	}); err != nil {
-		return err
-	}
 	tenantWorkers := a.cfg.TenantMaxWorkers
 	if tenantWorkers == 0 && tenants > 1 {
 		tenantWorkers = max(1, (a.cfg.Workers+1)/2)
+	}
+	var deferrals *relay.Deferrals
+	// Only the tenant gate defers events, so the bucket is needed only when the gate is on.
+	if tenantWorkers > 0 {
+		if err := a.untilJetStream(ctx, "binding the deferrals bucket", func() (err error) {
+			deferrals, err = relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
+			return err
+		}); err != nil {
+			return err
+		}
 	}
 	dl, err := download.New(download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,

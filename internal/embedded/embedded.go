@@ -5,6 +5,7 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,9 +56,9 @@ func Start(o Options) (*server.Server, error) {
 	if o.Cluster != nil {
 		opts.Cluster = server.ClusterOpts{Name: o.Cluster.Name, Host: "127.0.0.1", Port: o.Cluster.RoutePort}
 		for _, r := range o.Cluster.Routes {
-			u, err := parseURL(r)
+			u, err := url.Parse(r)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("embedded: route %q: %w", r, err)
 			}
 			opts.Routes = append(opts.Routes, u)
 		}
