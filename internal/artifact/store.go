@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/lr-relay/lr-relay/internal/provision"
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
@@ -77,33 +78,22 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log 
 	if bucket == "" {
 		bucket = DefaultBucket
 	}
-	obs, err := js.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) && cfg.Provision {
-		replicas := cfg.Replicas
-		if replicas <= 0 {
-			replicas = 1
-		}
-		maxBytes := cfg.MaxBytes
-		if maxBytes <= 0 {
-			maxBytes = -1
-		}
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      bucket,
-			Description: "lr-relay large results (claim checks)",
-			TTL:         cfg.TTL,
-			MaxBytes:    maxBytes,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Another replica provisioned it first, possibly with a different configuration: use theirs.
-			obs, err = js.ObjectStore(ctx, bucket)
-		}
-		if err == nil {
-			log.Info().Str("bucket", bucket).Dur("ttl", cfg.TTL).Int64("max_bytes", maxBytes).
-				Int("replicas", replicas).Msg("object store bucket ready")
-		}
+	replicas := cfg.Replicas
+	if replicas <= 0 {
+		replicas = 1
 	}
+	maxBytes := cfg.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
+	}
+	obs, err := provision.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{
+		Bucket:      bucket,
+		Description: "lr-relay large results (claim checks)",
+		TTL:         cfg.TTL,
+		MaxBytes:    maxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	}, cfg.Provision)
 	if err != nil {
 		return nil, fmt.Errorf("bind object store bucket %q: %w", bucket, err)
 	}

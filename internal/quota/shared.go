@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lr-relay/lr-relay/internal/provision"
 )
 
 // DefaultBucket is the KV bucket that Shared uses when SharedConfig.Bucket is
@@ -143,20 +145,16 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 		kv  jetstream.KeyValue
 		err error
 	)
-	if cfg.Provision {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      cfg.Bucket,
-			Description: "lr-relay shared API quota: grant log per tenant/endpoint",
-			History:     1,
-			// An idle key's entry holds nothing that still counts after the
-			// longest window; keep it a while longer for pauses.
-			TTL:      2*longest + cfg.SkewMargin + o.margin + time.Hour,
-			Storage:  jetstream.FileStorage,
-			Replicas: max(cfg.ReplicasKV, 1),
-		})
-	} else {
-		kv, err = js.KeyValue(ctx, cfg.Bucket)
-	}
+	kv, err = provision.KeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "lr-relay shared API quota: grant log per tenant/endpoint",
+		History:     1,
+		// An idle key's entry holds nothing that still counts after the
+		// longest window; keep it a while longer for pauses.
+		TTL:      2*longest + cfg.SkewMargin + o.margin + time.Hour,
+		Storage:  jetstream.FileStorage,
+		Replicas: max(cfg.ReplicasKV, 1),
+	}, cfg.Provision)
 	if err != nil {
 		return nil, fmt.Errorf("quota: bind bucket %q: %w", cfg.Bucket, err)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lr-relay/lr-relay/internal/provision"
 )
 
 // Deferrals counts, per source message, the deliveries the relay handed back on purpose (tenant gate) rather
@@ -19,14 +21,11 @@ type Deferrals struct {
 }
 
 // EnsureDeferrals binds (or creates) the bucket.
-func EnsureDeferrals(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, provision bool) (*Deferrals, error) {
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) && provision {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bucket, Description: "lr-relay: deliveries deferred by the tenant gate, per source message",
-			TTL: 7 * 24 * time.Hour, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-		})
-	}
+func EnsureDeferrals(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, create bool) (*Deferrals, error) {
+	kv, err := provision.KeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket: bucket, Description: "lr-relay: deliveries deferred on purpose, per source message",
+		TTL: 7 * 24 * time.Hour, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+	}, create)
 	if err != nil {
 		return nil, fmt.Errorf("deferrals bucket %q: %w", bucket, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/lr-relay/lr-relay/internal/provision"
 )
 
 // StreamConfig names the streams, subjects and consumer, and the settings used when provisioning them.
@@ -45,17 +47,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) 
 			Description: "lr-relay dead-letter records with the original payloads"},
 	}
 	for _, sc := range want {
-		_, err := js.Stream(ctx, sc.Name)
-		switch {
-		case err == nil:
-			continue
-		case !errors.Is(err, jetstream.ErrStreamNotFound):
-			return fmt.Errorf("looking up stream %q: %w", sc.Name, err)
-		case !c.Provision:
-			return fmt.Errorf("stream %q does not exist and LR_PROVISION is false", sc.Name)
-		}
-		if _, err := js.CreateStream(ctx, sc); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("creating stream %q: %w", sc.Name, err)
+		if _, err := provision.Stream(ctx, js, sc, c.Provision); err != nil {
+			return fmt.Errorf("stream %q: %w", sc.Name, err)
 		}
 	}
 	return nil
