@@ -119,7 +119,7 @@ func validate(sch *jsonschema.Schema, name string, doc []byte) error {
 		return &JSONError{Schema: name, Err: err}
 	}
 	if err := sch.Validate(inst); err != nil {
-		return &ValidationError{Schema: name, Detail: describe(err)}
+		return &ValidationError{Schema: name, Detail: describe(err), TooLarge: overBound(err)}
 	}
 	return nil
 }
@@ -144,6 +144,27 @@ type ValidationError struct {
 	// Detail is one line for an operator: the JSON pointer of each failing value and why it failed, for
 	// example `at /commands/0/index: must be >= 0, got -1`. It quotes at most a short prefix of any value.
 	Detail string
+	// TooLarge is set when a value broke one of the schema's size bounds (maxLength, maxItems,
+	// maxProperties): the document is too large rather than malformed (dead-letter reason input_too_large).
+	TooLarge bool
+}
+
+// overBound reports whether any failing keyword is a size bound.
+func overBound(err error) bool {
+	ve, ok := err.(*jsonschema.ValidationError)
+	if !ok {
+		return false
+	}
+	switch ve.ErrorKind.(type) {
+	case *kind.MaxLength, *kind.MaxItems, *kind.MaxProperties:
+		return true
+	}
+	for _, c := range ve.Causes {
+		if overBound(c) {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *ValidationError) Error() string {

@@ -175,31 +175,44 @@ func fullResult() result.Event {
 	exit := 0
 	sha := strings.Repeat("ab", 32)
 	return result.Event{
-		SchemaVersion:   result.SchemaVersion,
-		ActionID:        guid,
-		TenantID:        "contoso",
-		Index:           1,
-		CommandType:     "RunScript",
-		CommandStatus:   "Completed",
-		Params:          map[string]string{"ScriptName": "minidump.ps1", "Args": "OfficeClickToRun"},
-		Errors:          []string{"warning"},
-		ActionStatus:    "Succeeded",
-		MachineID:       strings.Repeat("a1", 20),
-		ComputerDNSName: "host.contoso.local",
-		Requestor:       "analyst@contoso.com",
-		Outcome:         result.OutcomeRelayed,
+		SchemaVersion:    result.SchemaVersion,
+		ActionID:         guid,
+		Tenant:           "contoso",
+		TenantID:         "8c1d2e3f-0000-4000-8000-000000000001",
+		Index:            1,
+		CommandType:      "RunScript",
+		CommandStatus:    "Completed",
+		Params:           map[string]string{"ScriptName": "minidump.ps1", "Args": "OfficeClickToRun"},
+		Errors:           []string{"warning"},
+		ActionStatus:     "Succeeded",
+		MachineID:        strings.Repeat("a1", 20),
+		ComputerDNSName:  "host.contoso.local",
+		Requestor:        "analyst@contoso.com",
+		RequestorComment: "INC-1234",
+		ActionCreatedAt:  ptr(time.Date(2024, 5, 6, 7, 0, 0, 0, time.UTC)),
+		ActionUpdatedAt:  ptr(time.Date(2024, 5, 6, 7, 5, 0, 0, time.UTC)),
+		CommandStartedAt: ptr(time.Date(2024, 5, 6, 7, 1, 0, 0, time.UTC)),
+		CommandEndedAt:   ptr(time.Date(2024, 5, 6, 7, 2, 0, 0, time.UTC)),
+		EventTime:        time.Date(2024, 5, 6, 7, 2, 0, 0, time.UTC),
+		FieldsTruncated:  true,
+		RelayVersion:     "v1.2.3",
+		Outcome:          result.OutcomeRelayed,
 		Script: &result.Script{
-			ScriptName:      "minidump.ps1",
-			ExitCode:        &exit,
-			TranscriptPath:  `C:\ProgramData\PSScript_Transcript.txt`,
-			Output:          "C:\\windows\\TEMP\\OfficeClickToRun.dmp.zip\n51 MB",
-			OutputJSON:      map[string]any{"k": []any{1, "two", nil}},
-			Errors:          "none",
-			TrailingNULs:    3,
-			InvalidUTF8:     true,
-			OutputBytes:     1 << 20,
-			OutputTruncated: true,
-			OutputObject:    &result.ObjectRef{Bucket: "lr-results", Name: guid + "/1/output", Size: 1 << 20, SHA256: sha},
+			ScriptName:        "minidump.ps1",
+			ExitCode:          &exit,
+			TranscriptPath:    `C:\ProgramData\PSScript_Transcript.txt`,
+			Output:            "C:\\windows\\TEMP\\OfficeClickToRun.dmp.zip\n51 MB",
+			OutputJSON:        map[string]any{"k": []any{1, "two", nil}},
+			OutputJSONOmitted: true,
+			Errors:            "none",
+			ErrorsBytes:       1 << 18,
+			ErrorsTruncated:   true,
+			ErrorsObject:      &result.ObjectRef{Bucket: "lr-results", Name: "contoso/" + guid + "/1/errors", Size: 1 << 18, SHA256: sha},
+			TrailingNULs:      3,
+			InvalidUTF8:       true,
+			OutputBytes:       1 << 20,
+			OutputTruncated:   true,
+			OutputObject:      &result.ObjectRef{Bucket: "lr-results", Name: guid + "/1/output", Size: 1 << 20, SHA256: sha},
 		},
 		File: &result.File{
 			Name:            "a.txt",
@@ -221,6 +234,8 @@ func fullResult() result.Event {
 		RelayedAt: time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("x", 3600)),
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func mustMarshal(t testing.TB, v any) []byte {
 	t.Helper()
@@ -245,8 +260,9 @@ func patch(t testing.TB, ev result.Event, edit func(m map[string]any)) []byte {
 func TestValidateResult(t *testing.T) {
 	v := newValidator(t)
 	minimal := result.Event{
-		SchemaVersion: result.SchemaVersion, ActionID: guid, Index: 0, CommandType: "PutFile",
-		CommandStatus: "Completed", Outcome: result.OutcomeNoResult, RelayedAt: time.Now().UTC(),
+		SchemaVersion: result.SchemaVersion, ActionID: guid, Tenant: "default", TenantID: "t", Index: 0, CommandType: "PutFile",
+		CommandStatus: "Completed", Outcome: result.OutcomeNoResult, RelayedAt: time.Now().UTC(), EventTime: time.Now().UTC(),
+		RelayVersion: "dev",
 	}
 	obj := func(m map[string]any, k string) map[string]any { return m[k].(map[string]any) }
 	tests := []struct {
@@ -282,8 +298,12 @@ func TestValidateResult(t *testing.T) {
 			wantDetail: "at /relayedAt: must be a valid date-time, got 'yesterday'"},
 		{name: "unknown outcome", doc: patch(t, minimal, func(m map[string]any) { m["outcome"] = "done" }),
 			wantDetail: "at /outcome: must be one of relayed, no_result, parse_error, too_large, error, got 'done'"},
-		{name: "schema version 2", doc: patch(t, minimal, func(m map[string]any) { m["schemaVersion"] = 2 }),
-			wantDetail: "at /schemaVersion: must be 1, got '2'"},
+		{name: "schema version 1", doc: patch(t, minimal, func(m map[string]any) { m["schemaVersion"] = 1 }),
+			wantDetail: "at /schemaVersion: must be 2, got '1'"},
+		{name: "missing tenant", doc: patch(t, minimal, func(m map[string]any) { delete(m, "tenant") }),
+			wantDetail: "at /: missing required field 'tenant'"},
+		{name: "eventTime not a date-time", doc: patch(t, minimal, func(m map[string]any) { m["eventTime"] = "2024-05-06 07:08" }),
+			wantDetail: "at /eventTime: must be a valid date-time"},
 		{name: "negative index", doc: patch(t, minimal, func(m map[string]any) { m["index"] = -1 }),
 			wantDetail: "at /index: must be >= 0, got -1"},
 		{name: "uppercase sha256", doc: patch(t, fullResult(), func(m map[string]any) { obj(m, "file")["sha256"] = strings.Repeat("AB", 32) }),
@@ -415,8 +435,10 @@ func TestValidateDeadLetter(t *testing.T) {
 	v := newValidator(t)
 	payload := []byte(`{"id":"nope"}`)
 	full := map[string]any{
-		"schemaVersion": 1, "reason": "invalid_id", "message": "id is not a GUID",
+		"schemaVersion": 2, "reason": "invalid_id", "message": "id is not a GUID",
 		"payloadBase64": base64.StdEncoding.EncodeToString(payload), "payloadJson": json.RawMessage(payload),
+		"payloadBytes": len(payload), "payloadSha256": strings.Repeat("0a", 32), "tenant": "contoso",
+		"eventTime": "2024-05-06T07:08:09.123Z", "relayVersion": "dev",
 		"stream": "LIVE_RESPONSE", "sequence": 17, "deliveries": 1, "subject": "mde.liveresponse.finished",
 		"actionId": "nope", "index": 2, "tenantId": "contoso", "target": "6f1e0000-0000-0000-0000-000000000000",
 		"deadLetteredAt": "2024-05-06T07:08:09.123Z",
@@ -436,13 +458,20 @@ func TestValidateDeadLetter(t *testing.T) {
 	}{
 		{name: "full", doc: with(func(map[string]any) {})},
 		{name: "minimal", doc: with(func(m map[string]any) {
-			for _, k := range []string{"payloadJson", "actionId", "index", "tenantId", "target"} {
+			for _, k := range []string{"payloadJson", "actionId", "index", "tenant", "tenantId", "target"} {
 				delete(m, k)
 			}
 		})},
 		{name: "payload that was a JSON string", doc: with(func(m map[string]any) { m["payloadJson"] = "text" })},
 		{name: "payload that was JSON null", doc: with(func(m map[string]any) { m["payloadJson"] = nil })},
 		{name: "empty payload", doc: with(func(m map[string]any) { m["payloadBase64"] = "" })},
+		{name: "payload in the object store", doc: with(func(m map[string]any) {
+			m["payloadTruncated"] = true
+			m["payloadObject"] = map[string]any{"bucket": "lr-results", "name": "deadletters/LIVE_RESPONSE/17", "size": 2 << 20, "sha256": strings.Repeat("0a", 32)}
+		})},
+		{name: "payload object without digest", doc: with(func(m map[string]any) {
+			m["payloadObject"] = map[string]any{"bucket": "lr-results", "name": "x", "size": 1}
+		}), wantDetail: "at /payloadObject: missing required field 'sha256'"},
 
 		{name: "unknown reason", doc: with(func(m map[string]any) { m["reason"] = "oops" }),
 			wantDetail: "at /reason: must be one of invalid_json, schema_violation"},
@@ -458,6 +487,7 @@ func TestValidateDeadLetter(t *testing.T) {
 			wantDetail: "at /deadLetteredAt: must be a valid date-time"},
 		{name: "several missing", doc: with(func(m map[string]any) { delete(m, "stream"); delete(m, "subject") }),
 			wantDetail: "at /: missing required fields 'stream', 'subject'"},
+		{name: "input_too_large is a reason", doc: with(func(m map[string]any) { m["reason"] = "input_too_large" })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/artifact"
+	"github.com/lr-relay/lr-relay/internal/command"
 	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/download"
 	"github.com/lr-relay/lr-relay/internal/mde"
@@ -137,15 +138,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if tenantWorkers == 0 && tenants > 1 {
 		tenantWorkers = max(1, (a.cfg.Workers+1)/2)
 	}
+	// Deliveries that wait on purpose (the tenant gate, rejected credentials) are recorded here so that they
+	// do not count toward LR_MAX_DELIVER.
 	var deferrals *relay.Deferrals
-	// Only the tenant gate defers events, so the bucket is needed only when the gate is on.
-	if tenantWorkers > 0 {
-		if err := a.untilJetStream(ctx, "binding the deferrals bucket", func() (err error) {
-			deferrals, err = relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
-			return err
-		}); err != nil {
-			return err
-		}
+	if err := a.untilJetStream(ctx, "binding the deferrals bucket", func() (err error) {
+		deferrals, err = relay.EnsureDeferrals(ctx, js, a.cfg.DeferralsBucket, a.cfg.StreamReplicas, a.cfg.Provision)
+		return err
+	}); err != nil {
+		return err
 	}
 	dl, err := download.New(download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
@@ -171,18 +171,20 @@ func (a *App) Run(ctx context.Context) (err error) {
 	go func() { defer close(janitorDone); a.cleanOrphans(ctx, store) }()
 	cleanup = append(cleanup, func() { <-janitorDone })
 
-	proc := relay.NewProcessor(dl, store, relay.ProcessOptions{
-		InlineMax: a.cfg.InlineMaxBytes, PreviewBytes: a.cfg.PreviewBytes,
-		GetFileMaxBytes: a.cfg.GetFileMaxBytes, GetFileMaxRatio: a.cfg.GetFileMaxRatio, LinkRetries: a.cfg.LinkRetries,
-	}, a.log.With().Str("component", "processor").Logger())
-
+	proc := command.New(dl, store, a.commandOptions(), a.log.With().Str("component", "command").Logger())
+	tenantParked := a.cfg.TenantParked
+	if tenantParked == 0 {
+		tenantParked = a.cfg.Workers
+	}
 	r, err := relay.New(relay.Options{
 		JS: js, Streams: streams, Workers: a.cfg.Workers, MaxDeliver: a.cfg.MaxDeliver, Backoff: a.cfg.RetryBackoff,
-		ShutdownTimeout: a.cfg.ShutdownTimeout, Processor: proc, Router: router, Validator: validator,
+		ShutdownTimeout: a.cfg.ShutdownTimeout, Commands: proc, Router: router, Validator: validator,
 		Logger: a.log.With().Str("component", "relay").Logger(), Registerer: a.o.Registry,
 		OnResult: a.o.OnResult, OnDeadLetter: a.o.OnDeadLetter,
-		TenantWorkers: tenantWorkers, TenantParked: a.cfg.TenantParked, DeferDelay: a.cfg.TenantDeferDelay,
-		Deferrals: deferrals,
+		TenantWorkers: tenantWorkers, TenantParked: tenantParked, DeferDelay: a.cfg.TenantDeferDelay,
+		Deferrals: deferrals, Payloads: store, MaxPayload: int(nc.MaxPayload()),
+		MaxEventBytes: a.cfg.MaxEventBytes, MaxCommands: a.cfg.MaxCommands, MaxResultBytesPerEvent: a.cfg.MaxResultBytesPerEvent,
+		AuthRetryDelay: a.cfg.TenantAuthRetry, Version: Version,
 	})
 	if err != nil {
 		return err
@@ -194,6 +196,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 		Str("version", Version).Msg("relaying")
 	// Run fails only while binding the consumer, before any work started, so it can simply be run again.
 	return a.untilJetStream(ctx, "binding the consumer", func() error { return r.Run(ctx) })
+}
+
+// commandOptions are the caps of the work on one command.
+func (a *App) commandOptions() command.Options {
+	return command.Options{
+		InlineMax: a.cfg.InlineMaxBytes, PreviewBytes: a.cfg.PreviewBytes, RawMax: a.cfg.RawMaxBytes,
+		GetFileMaxBytes: a.cfg.GetFileMaxBytes, GetFileMaxRatio: a.cfg.GetFileMaxRatio, LinkRetries: a.cfg.LinkRetries,
+		Version: Version,
+	}
 }
 
 // untilJetStream runs a start-up step until it succeeds, fails for a reason that waiting cannot cure, or ctx
@@ -345,7 +356,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		if err != nil {
 			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)
 		}
-		t := &relay.Tenant{Name: s.Name, API: client}
+		t := &relay.Tenant{Name: s.Name, ID: s.TenantID, API: client}
 		byID[s.TenantID] = t
 		if s.Name == tenant.DefaultName {
 			def = t

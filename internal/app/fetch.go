@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -10,9 +11,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/command"
 	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/download"
-	"github.com/lr-relay/lr-relay/internal/relay"
 )
 
 // Fetch answers an analyst's one-off question without NATS: it gets the action from the API of the default
@@ -39,10 +40,7 @@ func Fetch(ctx context.Context, cfg config.Config, log zerolog.Logger, actionID 
 	if err != nil {
 		return err
 	}
-	proc := relay.NewProcessor(dl, nil, relay.ProcessOptions{
-		InlineMax: cfg.InlineMaxBytes, PreviewBytes: cfg.PreviewBytes,
-		GetFileMaxBytes: cfg.GetFileMaxBytes, GetFileMaxRatio: cfg.GetFileMaxRatio, LinkRetries: cfg.LinkRetries,
-	}, log)
+	proc := command.New(dl, nil, a.commandOptions(), log)
 	act, err := t.API.GetAction(ctx, actionID)
 	if err != nil {
 		return err
@@ -54,7 +52,11 @@ func Fetch(ctx context.Context, cfg config.Config, log zerolog.Logger, actionID 
 			continue
 		}
 		found = true
-		ev, err := proc.Result(ctx, t.API, t.Name, act, c)
+		ev, err := proc.Result(ctx, command.Tenant{Name: t.Name, ID: t.ID, API: t.API}, act, c)
+		var pe *command.ProblemError
+		if errors.As(err, &pe) {
+			ev, err = proc.Describe(ev, pe), nil
+		}
 		if err != nil {
 			return fmt.Errorf("command %d: %w", c.Index, err)
 		}

@@ -97,7 +97,7 @@ func BenchmarkBigGetFile(b *testing.B) {
 func benchGetFile(b *testing.B, st *artifact.Store, size int64) {
 	ctx := context.Background()
 	for i := 0; b.Loop(); i++ {
-		name := artifact.ObjectName("bench", i, artifact.KindFile)
+		name := artifact.ObjectName("t", "bench", i, artifact.KindFile)
 		pr, pw := io.Pipe()
 		want := sha256.New()
 		var gen sync.WaitGroup

@@ -63,9 +63,9 @@ func TestGetFileIntoStore(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			name := artifact.ObjectName("act", 1, artifact.KindFile)
+			name := artifact.ObjectName("t", "act", 1, artifact.KindFile)
 			if tt.wantCode != "" {
-				name = artifact.ObjectName("act", i, artifact.KindFile)
+				name = artifact.ObjectName("t", "act", i, artifact.KindFile)
 			}
 			spill := st.Opener(ctx, name, map[string]string{artifact.MetaOriginalName: "big.txt"})
 			f, prob, err := getfile.Process(ctx, bytes.NewReader(tt.in), "big.txt.gz", getfile.Options{Spill: spill})

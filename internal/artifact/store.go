@@ -24,6 +24,8 @@ const DefaultBucket = "lr-results"
 const (
 	KindOutput = "output"
 	KindFile   = "file"
+	// KindErrors holds a script's script_errors when they are too large to go in the event.
+	KindErrors = "errors"
 )
 
 // Metadata keys the relay stores with an object so that Lookup can rebuild a result without downloading it.
@@ -108,9 +110,11 @@ func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log 
 func (s *Store) Bucket() string { return s.bucket }
 
 // ObjectName returns the deterministic object name of one command's content, so that a redelivered event
-// overwrites (rather than duplicates) what an earlier attempt stored, and Lookup can find it.
-func ObjectName(actionID string, index int, kind string) string {
-	return fmt.Sprintf("%s/%d/%s", actionID, index, kind)
+// overwrites (rather than duplicates) what an earlier attempt stored, and Lookup can find it. The tenant comes
+// first: an action id is chosen by whoever publishes the event, so two tenants may name the same one, and
+// neither may ever read, reuse or overwrite what the other's credentials fetched.
+func ObjectName(tenant, actionID string, index int, kind string) string {
+	return fmt.Sprintf("%s/%s/%d/%s", tenant, strings.ToLower(actionID), index, kind)
 }
 
 // Opener returns an Opener that streams content into the object called name, with meta stored as the
@@ -120,6 +124,21 @@ func (s *Store) Opener(ctx context.Context, name string, meta map[string]string)
 	return func() (Sink, error) {
 		return s.open(ctx, name, meta), nil
 	}
+}
+
+// Put stores data whole as the object called name, with meta as its metadata, through the same sink as a
+// streamed upload (so the digest is checked the same way).
+func (s *Store) Put(ctx context.Context, name string, meta map[string]string, data []byte) (*result.ObjectRef, error) {
+	sink := s.open(ctx, name, meta)
+	if _, err := sink.Write(data); err != nil {
+		_ = sink.Abort()
+		return nil, fmt.Errorf("storing %s: %w", name, err)
+	}
+	ref, err := sink.Commit()
+	if err != nil {
+		return nil, fmt.Errorf("storing %s: %w", name, err)
+	}
+	return ref, nil
 }
 
 // Lookup returns the reference and metadata of a complete object, so that a redelivered event can reuse

@@ -109,7 +109,7 @@ func TestNewStore(t *testing.T) {
 }
 
 func TestObjectName(t *testing.T) {
-	if got, want := ObjectName("a1b2", 3, KindFile), "a1b2/3/file"; got != want {
+	if got, want := ObjectName("contoso", "A1B2", 3, KindFile), "contoso/a1b2/3/file"; got != want {
 		t.Errorf("ObjectName = %q, want %q", got, want)
 	}
 }
@@ -129,7 +129,7 @@ func TestPutAndRead(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			data := randomBytes(uint64(i), tt.size)
-			name := ObjectName("action", i, KindFile)
+			name := ObjectName("t", "action", i, KindFile)
 			ref, err := put(t, st, name, data, map[string]string{MetaOriginalName: "x.bin"}).Commit()
 			if err != nil {
 				t.Fatalf("Commit: %v", err)

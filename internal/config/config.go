@@ -61,6 +61,7 @@ type Config struct {
 
 	InlineMaxBytes  int           `envconfig:"INLINE_MAX_BYTES" default:"65536" desc:"Script output or file content above this size is stored in the object store."`
 	PreviewBytes    int           `envconfig:"PREVIEW_BYTES" default:"4096" desc:"Head and tail of a large script output kept in the event."`
+	RawMaxBytes     int           `envconfig:"RAW_MAX_BYTES" default:"16384" desc:"Leading bytes of an unparseable result file kept (base64) in its result event."`
 	ObjectBucket    string        `envconfig:"OBJECT_BUCKET" default:"lr-results" desc:"Object Store bucket for large results."`
 	ObjectTTL       time.Duration `envconfig:"OBJECT_TTL" default:"720h" desc:"Age after which stored artifacts expire (0 keeps them)."`
 	ObjectMaxBytes  int64         `envconfig:"OBJECT_MAX_BYTES" default:"-1" desc:"Size cap of the object bucket (-1 for none)."`
@@ -71,6 +72,12 @@ type Config struct {
 	AckWait         time.Duration   `envconfig:"ACK_WAIT" default:"60s" desc:"AckWait of a provisioned consumer; work in progress is kept alive with InProgress."`
 	RetryBackoff    []time.Duration `envconfig:"RETRY_BACKOFF" default:"5s,15s,30s,1m,2m,5m,10m" desc:"Delays before retrying a transiently failed event (with jitter); the last repeats."`
 	ShutdownTimeout time.Duration   `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"Time given to in-flight work on SIGTERM before it is handed back."`
+
+	// Input bounds (hostile events): an event over one is dead-lettered with input_too_large before any API call.
+	MaxEventBytes          int           `envconfig:"MAX_EVENT_BYTES" default:"262144" desc:"Largest event accepted, in bytes."`
+	MaxCommands            int           `envconfig:"MAX_COMMANDS" default:"100" desc:"Most commands one event (or the action fetched for it) may hold."`
+	MaxResultBytesPerEvent int           `envconfig:"MAX_RESULT_BYTES_PER_EVENT" default:"8388608" desc:"Most bytes of event fields that one event's results may repeat in all (the action's fields are copied into every command's result)."`
+	TenantAuthRetry        time.Duration `envconfig:"TENANT_AUTH_RETRY" default:"1m" desc:"How long events wait while their tenant's credentials are rejected; such waits do not count toward LR_MAX_DELIVER."`
 
 	TenantsFile      string        `envconfig:"TENANTS_FILE" desc:"YAML or JSON file of tenants (credentials and limits); the LR_MDE_* tenant stays the default."`
 	TenantMaxWorkers int           `envconfig:"TENANT_MAX_WORKERS" default:"0" desc:"Workers one tenant may hold at once; 0 means half of LR_WORKERS when several tenants are configured, no cap otherwise."`
@@ -150,6 +157,7 @@ func (c Config) Validate() error {
 			break
 		}
 	}
+	c.validateBounds(bad)
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
 	}
@@ -173,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.PreviewBytes < 0 || 2*c.PreviewBytes > c.InlineMaxBytes {
 		bad("PREVIEW_BYTES", "must be between 0 and half of LR_INLINE_MAX_BYTES, got %d", c.PreviewBytes)
+	}
+	if c.RawMaxBytes < 0 || c.RawMaxBytes > 256<<10 {
+		bad("RAW_MAX_BYTES", "must be between 0 and 262144, got %d", c.RawMaxBytes)
 	}
 	if c.GetFileMaxBytes <= 0 {
 		bad("GETFILE_MAX_BYTES", "must be positive, got %d", c.GetFileMaxBytes)

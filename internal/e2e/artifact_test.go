@@ -17,6 +17,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/artifact"
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 func digestOf(t *testing.T, r io.Reader) (string, int64) {
@@ -160,7 +161,7 @@ func TestRedeliveryMidUpload(t *testing.T) {
 	}
 	ctx := context.Background()
 	store := e.store(t, cfg.ObjectBucket)
-	name := artifact.ObjectName(file.MachineAction.ID, 0, artifact.KindFile)
+	name := artifact.ObjectName(tenant.DefaultName, file.MachineAction.ID, 0, artifact.KindFile)
 	ref, _, ok, err := store.Lookup(ctx, name)
 	if err != nil || !ok {
 		t.Fatalf("object %s: ok=%v err=%v", name, ok, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/app"
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 // The pipeline benchmarks measure the whole relay path with the throttle lifted: an event goes into the source
@@ -191,7 +192,7 @@ func (c *benchCollector) expect(actions []simulator.Action) {
 	c.done = make(chan struct{})
 	for _, a := range actions {
 		for _, cmd := range a.MachineAction.Commands {
-			c.pending[relay.MsgID(a.MachineAction.ID, cmd.Index)] = true
+			c.pending[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, cmd.Index)] = true
 		}
 	}
 }

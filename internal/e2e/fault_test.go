@@ -17,6 +17,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 // The delivery guarantee under test ("nothing lost, nothing duplicated"): every command of every finished
@@ -77,7 +78,7 @@ func verify(t *testing.T, e *env, cfg config.Config, actions []simulator.Action)
 	want := map[string]string{} // command id -> action id
 	for _, a := range actions {
 		for _, c := range a.MachineAction.Commands {
-			want[relay.MsgID(a.MachineAction.ID, c.Index)] = strings.ToLower(a.MachineAction.ID)
+			want[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, c.Index)] = strings.ToLower(a.MachineAction.ID)
 		}
 	}
 	c := tally{Commands: len(want), Reasons: map[string]int{}}
@@ -91,7 +92,7 @@ func verify(t *testing.T, e *env, cfg config.Config, actions []simulator.Action)
 			c.Unexpected++
 			continue
 		}
-		id := relay.MsgID(ev.ActionID, ev.Index)
+		id := relay.MsgID(ev.Tenant, ev.ActionID, ev.Index)
 		if _, ok := want[id]; !ok || m.Headers().Get("Nats-Msg-Id") != id {
 			c.Unexpected++
 			continue

@@ -11,6 +11,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 	"github.com/lr-relay/lr-relay/schemas"
 )
 
@@ -32,7 +33,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	for _, a := range actions {
 		for _, c := range a.MachineAction.Commands {
 			commands++
-			want[relay.MsgID(a.MachineAction.ID, c.Index)] = true
+			want[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, c.Index)] = true
 		}
 	}
 	cfg := e.config(t, map[string]string{"LR_WORKERS": "4", "LR_RATE_LIMITS": limits, "LR_ACTION_RATE_LIMITS": limits,
@@ -64,7 +65,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatal(err)
 		}
-		id := relay.MsgID(ev.ActionID, ev.Index)
+		id := relay.MsgID(ev.Tenant, ev.ActionID, ev.Index)
 		seen[id]++
 		outcomes[ev.Outcome]++
 		if m.Header.Get("Nats-Msg-Id") != id {

@@ -34,7 +34,7 @@ func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return kv, err
 	}
 	if !create {
-		return nil, fmt.Errorf("KV bucket %q does not exist and LR_PROVISION is false", cfg.Bucket)
+		return nil, fmt.Errorf("KV bucket %q does not exist and LR_PROVISION is false: %w", cfg.Bucket, err)
 	}
 	kv, err = js.CreateKeyValue(ctx, cfg)
 	if lostRace(err) {
@@ -51,7 +51,7 @@ func ObjectStore(ctx context.Context, js jetstream.JetStream, cfg jetstream.Obje
 		return obs, err
 	}
 	if !create {
-		return nil, fmt.Errorf("object store bucket %q does not exist and LR_PROVISION is false", cfg.Bucket)
+		return nil, fmt.Errorf("object store bucket %q does not exist and LR_PROVISION is false: %w", cfg.Bucket, err)
 	}
 	obs, err = js.CreateObjectStore(ctx, cfg)
 	if lostRace(err) {
@@ -67,7 +67,7 @@ func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamCon
 		return s, err
 	}
 	if !create {
-		return nil, fmt.Errorf("stream %q does not exist and LR_PROVISION is false", cfg.Name)
+		return nil, fmt.Errorf("stream %q does not exist and LR_PROVISION is false: %w", cfg.Name, err)
 	}
 	s, err = js.CreateStream(ctx, cfg)
 	if lostRace(err) {

@@ -2,7 +2,9 @@ package provision_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,7 +86,7 @@ func TestMissingWithoutCreate(t *testing.T) {
 	if err == nil {
 		t.Fatal("want an error for a missing bucket without create")
 	}
-	if got := err.Error(); got != `KV bucket "none" does not exist and LR_PROVISION is false` {
-		t.Errorf("error = %q", got)
+	if !errors.Is(err, jetstream.ErrBucketNotFound) || !strings.Contains(err.Error(), "LR_PROVISION is false") {
+		t.Errorf("error = %v, want ErrBucketNotFound naming LR_PROVISION", err)
 	}
 }

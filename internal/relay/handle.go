@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/action"
-	"github.com/lr-relay/lr-relay/internal/mde"
+	"github.com/lr-relay/lr-relay/internal/command"
+	"github.com/lr-relay/lr-relay/schemas"
 )
 
 // fate is what happens to a source message once its work is over.
@@ -21,25 +24,32 @@ const (
 	fateRetry                  // transient failure: NakWithDelay on the backoff schedule
 	fateDeadLetter             // permanent failure: dead-letter record, then Term
 	fateHandBack               // shutdown interrupted the work: NakWithDelay(short) for another replica
+	fateDefer                  // not this event's fault (its tenant's credentials are rejected): wait, uncounted
 )
 
 type decision struct {
-	fate    fate
-	reason  string // dead-letter reason code
-	err     error
-	actID   string
-	index   *int
-	tenant  string
-	target  string
-	results int
+	fate     fate
+	reason   string // dead-letter reason code
+	err      error
+	actID    string
+	index    *int
+	tenant   string // configured tenant name
+	tenantID string
+	target   string
+	results  int
+	delay    time.Duration // fateDefer: how long to wait
 }
 
-// handle is the one place that decides a source message's fate. The rules:
+// handle is the one place that decides a source message's fate, and settle the one place that carries it
+// out. The rules:
 //   - ack only after every result of the event has its PubAck;
 //   - a transient failure is retried with NakWithDelay (never a bare Nak), until LR_MAX_DELIVER deliveries,
 //     after which the event is dead-lettered with its last error;
 //   - a permanent failure is dead-lettered, and the message is terminated only after the dead-letter record
-//     has its PubAck (if that publish fails, the message is retried instead);
+//     has its PubAck (if that publish fails, it is retried like any failure and counts toward
+//     LR_MAX_DELIVER);
+//   - an event whose tenant's credentials are rejected waits (NakWithDelay on LR_TENANT_AUTH_RETRY), and such
+//     deliveries do not count toward LR_MAX_DELIVER: the operator fixes the credentials, nothing is lost;
 //   - work cut short by shutdown is handed back with a short delay.
 func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
@@ -53,18 +63,24 @@ func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
 	stop := r.keepAlive(msg)
 	d := r.decide(ctx, msg.Data(), src)
 	stop()
-
-	if d.fate == fateRetry && r.failedDeliveries(src) >= uint64(r.o.MaxDeliver) {
-		d = decision{fate: fateDeadLetter, reason: ReasonMaxDeliveries, actID: d.actID, index: d.index, tenant: d.tenant,
-			err: fmt.Errorf("gave up after %d deliveries; last error: %w", src.deliveries, d.err)}
-	}
 	r.settle(msg, src, d)
 	r.metrics.eventDuration.Observe(time.Since(start).Seconds())
 }
 
+// giveUp turns a retry that has used up LR_MAX_DELIVER into a dead letter carrying the last error.
+func (r *Relay) giveUp(d decision, src msgSource) decision {
+	if d.fate != fateRetry || r.failedDeliveries(src) < uint64(r.o.MaxDeliver) {
+		return d
+	}
+	d.fate, d.reason = fateDeadLetter, ReasonMaxDeliveries
+	d.err = fmt.Errorf("gave up after %d deliveries; last error: %w", src.deliveries, d.err)
+	return d
+}
+
 func (r *Relay) settle(msg jetstream.Msg, src msgSource, d decision) {
+	d = r.giveUp(d, src)
 	log := r.log.With().Str("stream", src.stream).Uint64("seq", src.sequence).Uint64("delivered", src.deliveries).
-		Str("action_id", d.actID).Logger()
+		Str("action_id", d.actID).Str("tenant", d.tenant).Logger()
 	// Settling uses its own short context: it must happen even while shutting down.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -82,33 +98,57 @@ func (r *Relay) settle(msg jetstream.Msg, src msgSource, d decision) {
 			log.Warn().Err(err).Msg("nak failed; the ack wait will redeliver")
 		}
 		r.metrics.events.WithLabelValues("retried").Inc()
-		log.Warn().Err(d.err).Dur("retry_in", delay).Msg("transient failure; event handed back")
+		log.Warn().Err(d.err).Float64("retry_in_seconds", delay.Seconds()).Msg("transient failure; event handed back")
 	case fateHandBack:
 		if err := msg.NakWithDelay(time.Second); err != nil {
 			log.Warn().Err(err).Msg("hand-back nak failed; the ack wait will redeliver")
 		}
 		r.metrics.events.WithLabelValues("handed_back").Inc()
 		log.Info().Msg("shutdown: in-flight event handed back")
+	case fateDefer:
+		if r.o.Deferrals != nil && src.stream != "" {
+			if err := r.o.Deferrals.Add(ctx, src.stream, src.sequence); err != nil {
+				log.Warn().Err(err).Msg("recording a deferral failed; this delivery may count toward LR_MAX_DELIVER")
+			}
+		}
+		delay := d.delay + rand.N(d.delay/5+1)
+		if err := msg.NakWithDelay(delay); err != nil {
+			log.Debug().Err(err).Msg("deferral nak failed; the ack wait will redeliver")
+		}
+		r.metrics.events.WithLabelValues("deferred").Inc()
+		r.sometimes(d.tenant).Do(func() {
+			log.Warn().Err(d.err).Float64("retry_in_seconds", delay.Seconds()).
+				Msg("tenant credentials rejected; its events wait until they are fixed (not counted as failures)")
+		})
 	case fateDeadLetter:
-		dl := newDeadLetter(d.reason, errText(d.err), msg.Data(), src, time.Now())
-		dl.ActionID, dl.Index, dl.TenantID, dl.Target = d.actID, d.index, d.tenant, d.target
-		if err := r.publishDeadLetter(ctx, dl); err != nil {
+		if err := r.deadLetter(ctx, msg, src, d, log); err != nil {
+			// Like any failure: backed off, and counted toward LR_MAX_DELIVER (after which the next delivery
+			// dead-letters again, with the smallest record). It never loops without a delay.
 			delay := r.backoff(src.deliveries)
 			_ = msg.NakWithDelay(delay)
 			r.metrics.events.WithLabelValues("retried").Inc()
-			log.Error().Err(err).Str("reason", d.reason).Msg("dead-letter publish failed; event kept for retry")
-			return
-		}
-		if err := msg.TermWithReason(d.reason); err != nil {
-			log.Warn().Err(err).Msg("term failed; a redelivery will dead-letter again (deduplicated)")
-		}
-		r.metrics.events.WithLabelValues("dead_lettered").Inc()
-		r.metrics.deadLetters.WithLabelValues(d.reason).Inc()
-		log.Warn().Str("reason", d.reason).Str("error", dl.Message).Msg("event dead-lettered")
-		if r.o.OnDeadLetter != nil {
-			r.o.OnDeadLetter(dl)
+			log.Error().Err(err).Str("reason", d.reason).Float64("retry_in_seconds", delay.Seconds()).
+				Msg("dead-letter publish failed; event kept for retry")
 		}
 	}
+}
+
+// deadLetter publishes the record, then terminates the message.
+func (r *Relay) deadLetter(ctx context.Context, msg jetstream.Msg, src msgSource, d decision, log zerolog.Logger) error {
+	dl := newDeadLetter(d, msg.Data(), src, time.Now(), r.o.Version)
+	if err := r.publishDeadLetter(ctx, dl, msg.Data()); err != nil {
+		return err
+	}
+	if err := msg.TermWithReason(d.reason); err != nil {
+		log.Warn().Err(err).Msg("term failed; a redelivery will dead-letter again (deduplicated)")
+	}
+	r.metrics.events.WithLabelValues("dead_lettered").Inc()
+	r.metrics.deadLetters.WithLabelValues(d.reason).Inc()
+	log.Warn().Str("reason", d.reason).Str("error", truncate(dl.Message, 512)).Msg("event dead-lettered")
+	if r.o.OnDeadLetter != nil {
+		r.o.OnDeadLetter(dl)
+	}
+	return nil
 }
 
 func errText(err error) string {
@@ -131,48 +171,59 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource) decis
 	}
 	tenant, found := r.o.Router(a.TenantID)
 	if !found {
-		return decision{fate: fateDeadLetter, reason: ReasonUnknownTenant, actID: a.ID, tenant: a.TenantID,
-			err: fmt.Errorf("tenantId %q is not a configured tenant (see LR_TENANTS_FILE)", a.TenantID)}
+		return decision{fate: fateDeadLetter, reason: ReasonUnknownTenant, actID: a.ID, tenantID: a.TenantID,
+			err: fmt.Errorf("tenantId %q is not a configured tenant (see LR_TENANTS_FILE)", truncate(a.TenantID, 80))}
 	}
+	t := command.Tenant{Name: tenant.Name, ID: tenant.ID, API: tenant.API}
+	base := decision{actID: a.ID, tenant: t.Name, tenantID: a.TenantID}
 	if !a.HasCommands {
-		fetched, err := tenant.API.GetAction(ctx, a.ID)
-		if err != nil {
-			return r.failure(ctx, err, a, nil)
+		if err := r.o.Commands.Complete(ctx, t, a); err != nil {
+			return r.failure(ctx, base, err)
 		}
-		a.Commands, a.HasCommands = fetched.Commands, true
-		fillMissing(a, fetched)
+		if d, ok := r.checkCommands(a, base); !ok {
+			return d
+		}
 	}
 	published := 0
 	for _, c := range a.Commands {
-		subject := r.resultSubject(tenant.Name, a.ID, c.Index)
+		at := base
+		at.index = &c.Index
+		subject := r.resultSubject(t.Name, a.ID, c.Index)
 		done, err := r.alreadyPublished(ctx, subject)
 		if err != nil {
-			return r.failure(ctx, fmt.Errorf("checking results stream for %s: %w", subject, err), a, &c.Index)
+			return r.failure(ctx, at, fmt.Errorf("checking results stream for %s: %w", subject, err))
 		}
 		if done {
 			r.metrics.skipped.Inc()
 			continue
 		}
-		ev, err := r.o.Processor.Result(ctx, tenant.API, tenant.Name, a, c)
+		ev, err := r.o.Commands.Result(ctx, t, a, c)
+		var pe *command.ProblemError
+		if errors.As(err, &pe) && ctx.Err() == nil {
+			// A command-level problem: the command still ends as exactly one result, describing it.
+			ev, err = r.o.Commands.Describe(ev, pe), nil
+		}
 		if err != nil {
-			return r.failure(ctx, fmt.Errorf("command %d (%s): %w", c.Index, c.Command.Type, err), a, &c.Index)
+			return r.failure(ctx, at, fmt.Errorf("command %d (%s): %w", c.Index, commandLabel(c.Command.Type), err))
 		}
 		ev.Source = sourceOf(src)
-		if err := r.publishResult(ctx, subject, ev); err != nil {
-			var ve *invalidResultError
-			if errors.As(err, &ve) {
-				idx := c.Index
-				return decision{fate: fateDeadLetter, reason: ReasonInternal, actID: a.ID, index: &idx, tenant: a.TenantID, err: err}
-			}
-			return r.failure(ctx, fmt.Errorf("publishing result %s: %w", subject, err), a, &c.Index)
+		if err := r.publishResult(ctx, t, subject, ev); err != nil {
+			return r.failure(ctx, at, fmt.Errorf("publishing result %s: %w", subject, err))
 		}
 		published++
 	}
-	return decision{fate: fateAck, actID: a.ID, tenant: a.TenantID, results: published}
+	d = base
+	d.fate, d.results = fateAck, published
+	return d
 }
 
-// parseEvent checks the payload: JSON, then the id, then the schema.
+// parseEvent checks the payload: its size, JSON, the id, the schema, then the bounds on what its results
+// would repeat. Every check comes before any API call.
 func (r *Relay) parseEvent(payload []byte) (*action.MachineAction, decision, bool) {
+	if len(payload) > r.o.MaxEventBytes {
+		return nil, decision{fate: fateDeadLetter, reason: ReasonInputTooLarge,
+			err: fmt.Errorf("event is %d bytes, over LR_MAX_EVENT_BYTES=%d", len(payload), r.o.MaxEventBytes)}, false
+	}
 	var probe struct {
 		ID       json.RawMessage `json:"id"`
 		Commands json.RawMessage `json:"commands"`
@@ -186,7 +237,12 @@ func (r *Relay) parseEvent(payload []byte) (*action.MachineAction, decision, boo
 			err: fmt.Errorf("id %q is not a GUID", truncate(id, 80))}, false
 	}
 	if err := r.o.Validator.ValidateEvent(payload); err != nil {
-		return nil, decision{fate: fateDeadLetter, reason: ReasonSchemaViolation, actID: id,
+		reason := ReasonSchemaViolation
+		var ve *schemas.ValidationError
+		if errors.As(err, &ve) && ve.TooLarge {
+			reason = ReasonInputTooLarge
+		}
+		return nil, decision{fate: fateDeadLetter, reason: reason, actID: id,
 			err: fmt.Errorf("event does not match schemas/event.schema.json: %w", err)}, false
 	}
 	var a action.MachineAction
@@ -195,51 +251,74 @@ func (r *Relay) parseEvent(payload []byte) (*action.MachineAction, decision, boo
 			err: fmt.Errorf("event fields have the wrong types: %w", err)}, false
 	}
 	a.HasCommands = len(probe.Commands) > 0 && string(probe.Commands) != "null"
+	if d, ok := r.checkCommands(&a, decision{actID: a.ID, tenantID: a.TenantID}); !ok {
+		return nil, d, false
+	}
 	return &a, decision{}, true
 }
 
-// failure turns an error into a decision: permanent API answers are dead-lettered, shutdown hands the event
-// back, everything else is retried.
-func (r *Relay) failure(ctx context.Context, err error, a *action.MachineAction, index *int) decision {
-	d := decision{fate: fateRetry, err: err, actID: a.ID, tenant: a.TenantID, index: index}
-	if ctx.Err() != nil {
-		d.fate = fateHandBack
-		return d
+// checkCommands applies LR_MAX_COMMANDS and LR_MAX_RESULT_BYTES_PER_EVENT to the commands of an event (or of
+// the action fetched for it). Every result repeats the action's fields, so a large event with many commands
+// would otherwise multiply into gigabytes of results.
+func (r *Relay) checkCommands(a *action.MachineAction, d decision) (decision, bool) {
+	d.fate, d.reason = fateDeadLetter, ReasonInputTooLarge
+	if len(a.Commands) > r.o.MaxCommands {
+		d.err = fmt.Errorf("action has %d commands, over LR_MAX_COMMANDS=%d", len(a.Commands), r.o.MaxCommands)
+		return d, false
 	}
-	var ae *mde.APIError
-	if errors.As(err, &ae) {
-		d.target = ae.Target
-		if !ae.Retryable() {
-			d.fate = fateDeadLetter
-			switch ae.Status {
-			case 404:
-				d.reason = ReasonActionNotFound
-			case 403:
-				d.reason = ReasonForbidden
-			default:
-				d.reason = ReasonPermanentAPIError
-			}
+	shared := len(a.TenantID) + len(a.Status) + len(a.MachineID) + len(a.ComputerDNSName) + len(a.Requestor) +
+		len(a.RequestorComment) + len(a.CreationDateTimeUTC) + len(a.LastUpdateDateTimeUTC)
+	total := 0
+	for _, c := range a.Commands {
+		total += shared + len(c.CommandStatus) + len(c.Command.Type) + len(c.StartTime) + len(c.EndTime)
+		for _, e := range c.Errors {
+			total += len(e)
+		}
+		for _, p := range c.Command.Params {
+			total += len(p.Key) + len(p.Value)
 		}
 	}
-	return d
+	if total > r.o.MaxResultBytesPerEvent {
+		d.err = fmt.Errorf("the results of this event would repeat %d bytes of its fields, over LR_MAX_RESULT_BYTES_PER_EVENT=%d",
+			total, r.o.MaxResultBytesPerEvent)
+		return d, false
+	}
+	return decision{}, true
 }
 
-func fillMissing(a, from *action.MachineAction) {
-	if a.Status == "" {
-		a.Status = from.Status
+// credentialsRejected is implemented by errors that mean a tenant's credentials are refused (wrong secret,
+// wrong or revoked certificate): a condition of the tenant, not of the event.
+type credentialsRejected interface{ CredentialsRejected() bool }
+
+// retryable is implemented by every error type that knows whether trying again later may help.
+type retryable interface{ Retryable() bool }
+
+// failure turns the error that ended an event's work into its fate. It is the one classifier:
+//   - shutdown hands the event back;
+//   - rejected credentials make the event wait, uncounted;
+//   - a permanent failure of the action (*command.ActionError) dead-letters it with the error's reason;
+//   - an error that says it is not retryable dead-letters it (reason permanent_api_error);
+//   - anything else (API 5xx/429, timeouts, NATS, the object store) is retried, until LR_MAX_DELIVER.
+func (r *Relay) failure(ctx context.Context, d decision, err error) decision {
+	d.err = err
+	var (
+		cr credentialsRejected
+		ae *command.ActionError
+		re retryable
+	)
+	switch {
+	case ctx.Err() != nil:
+		d.fate = fateHandBack
+	case errors.As(err, &cr) && cr.CredentialsRejected():
+		d.fate, d.delay = fateDefer, r.o.AuthRetryDelay
+	case errors.As(err, &ae):
+		d.fate, d.reason, d.target = fateDeadLetter, ae.Reason, ae.Target
+	case errors.As(err, &re) && !re.Retryable():
+		d.fate, d.reason = fateDeadLetter, ReasonPermanentAPIError
+	default:
+		d.fate = fateRetry
 	}
-	if a.MachineID == "" {
-		a.MachineID = from.MachineID
-	}
-	if a.ComputerDNSName == "" {
-		a.ComputerDNSName = from.ComputerDNSName
-	}
-	if a.Requestor == "" {
-		a.Requestor = from.Requestor
-	}
-	if a.Type == "" {
-		a.Type = from.Type
-	}
+	return d
 }
 
 func truncate(s string, n int) string {
@@ -249,8 +328,9 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// failedDeliveries is the number of deliveries that counted toward LR_MAX_DELIVER: all of them, less those the
-// tenant gate deferred on purpose. The deferral record is only read once the raw count reaches the limit.
+// failedDeliveries is the number of deliveries that counted toward LR_MAX_DELIVER: all of them, less those
+// deferred on purpose (tenant gate, rejected credentials). The deferral record is only read once the raw
+// count reaches the limit.
 func (r *Relay) failedDeliveries(src msgSource) uint64 {
 	n := src.deliveries
 	if n < uint64(r.o.MaxDeliver) || r.o.Deferrals == nil {

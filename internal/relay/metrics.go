@@ -17,9 +17,9 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "events_total",
-			Help: "Source events by fate: relayed, retried, handed_back, dead_lettered."}, []string{"fate"}),
+			Help: "Source events by fate: relayed, retried, handed_back, deferred, dead_lettered."}, []string{"fate"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "results_published_total",
-			Help: "Result events stored in the results stream."}, []string{"command_type", "outcome"}),
+			Help: "Result events stored in the results stream, by command type (RunScript, GetFile, PutFile or other) and outcome."}, []string{"command_type", "outcome"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "deadletters_total",
 			Help: "Dead-letter records stored, by reason."}, []string{"reason"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "lr", Name: "results_duplicate_total",
@@ -34,6 +34,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Events handed back for later because their tenant held its worker cap and parking was full."}, []string{"tenant"}),
 		eventDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "lr", Name: "event_duration_seconds",
 			Help: "Time from pulling an event to settling it.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+	}
+	// Every label value is from a closed set, and each known one starts at zero, so that increase() sees the
+	// first dead letter instead of a series appearing from nowhere.
+	for _, f := range []string{"relayed", "retried", "handed_back", "deferred", "dead_lettered"} {
+		m.events.WithLabelValues(f)
+	}
+	for _, c := range commandLabels {
+		for _, o := range outcomes {
+			m.results.WithLabelValues(c, o)
+		}
+	}
+	for _, reason := range Reasons {
+		m.deadLetters.WithLabelValues(reason)
 	}
 	if reg != nil {
 		reg.MustRegister(m.events, m.results, m.deadLetters, m.duplicates, m.skipped, m.inflight, m.parked, m.deferred, m.eventDuration)

@@ -2,25 +2,23 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
+	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/command"
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
-// invalidResultError means a result did not validate against schemas/result.schema.json: a bug, never
-// published.
-type invalidResultError struct{ err error }
-
-func (e *invalidResultError) Error() string {
-	return "result does not match its schema: " + e.err.Error()
-}
-func (e *invalidResultError) Unwrap() error { return e.err }
+// headerRoom is what a published message's headers may take of the server's max payload (Nats-Msg-Id,
+// Nats-Expected-Stream and the Lr- headers, all of bounded size).
+const headerRoom = 4 << 10
 
 // resultSubject is <prefix>.<tenant>.<actionId>.<index>. The action id is a GUID and the tenant name is
 // checked when tenants are loaded, so every token is a valid subject token.
@@ -28,13 +26,30 @@ func (r *Relay) resultSubject(tenant, actionID string, index int) string {
 	return fmt.Sprintf("%s.%s.%s.%d", r.o.Streams.ResultSubjectPrefix, tenant, strings.ToLower(actionID), index)
 }
 
-// MsgID is the Nats-Msg-Id of a result: <actionId>.<index>.
-func MsgID(actionID string, index int) string {
-	return fmt.Sprintf("%s.%d", strings.ToLower(actionID), index)
+// MsgID is the Nats-Msg-Id of a result: <tenant>.<actionId>.<index>. The tenant is part of it because the
+// action id comes from the event: two tenants naming the same action must not deduplicate each other.
+func MsgID(tenant, actionID string, index int) string {
+	return fmt.Sprintf("%s.%s.%d", tenant, strings.ToLower(actionID), index)
 }
 
+// commandLabel maps a command type from an event onto the closed set used in metric labels and headers.
+func commandLabel(t string) string {
+	switch t {
+	case action.TypeRunScript, action.TypeGetFile, action.TypePutFile:
+		return t
+	}
+	return "other"
+}
+
+// commandLabels and outcomes are the label values that metrics start at zero.
+var (
+	commandLabels = []string{action.TypeRunScript, action.TypeGetFile, action.TypePutFile, "other"}
+	outcomes      = []string{result.OutcomeRelayed, result.OutcomeNoResult, result.OutcomeParseError, result.OutcomeTooLarge, result.OutcomeError}
+)
+
 // alreadyPublished asks the results stream whether a result is stored on subject. This, not the duplicate
-// window, is what keeps a late redelivery from publishing twice.
+// window, is what keeps a late redelivery from publishing twice. The subject holds the tenant, so one tenant's
+// result never hides another's.
 func (r *Relay) alreadyPublished(ctx context.Context, subject string) (bool, error) {
 	_, err := r.results.GetLastMsgForSubject(ctx, subject)
 	switch {
@@ -47,37 +62,54 @@ func (r *Relay) alreadyPublished(ctx context.Context, subject string) (bool, err
 	}
 }
 
-func (r *Relay) publishResult(ctx context.Context, subject string, ev *result.Event) error {
-	data, err := json.Marshal(ev)
+// invalidResultError means a result did not validate against schemas/result.schema.json: a bug. It is not
+// retryable: the event is dead-lettered (reason permanent_api_error is not right for it, so it says internal).
+type invalidResultError struct{ err error }
+
+func (e *invalidResultError) Error() string {
+	return "result does not match its schema: " + e.err.Error()
+}
+func (e *invalidResultError) Unwrap() error   { return e.err }
+func (e *invalidResultError) Retryable() bool { return false }
+
+func (r *Relay) publishResult(ctx context.Context, t command.Tenant, subject string, ev *result.Event) error {
+	data, err := r.o.Commands.Encode(ctx, t, ev, r.o.MaxPayload-headerRoom)
 	if err != nil {
-		return &invalidResultError{err: err}
+		return err
 	}
 	if err := r.o.Validator.ValidateResult(data); err != nil {
-		return &invalidResultError{err: err}
+		return &command.ActionError{Reason: ReasonInternal, Err: &invalidResultError{err: err}}
 	}
+	label := commandLabel(ev.CommandType)
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set("Lr-Action-Id", ev.ActionID)
-	msg.Header.Set("Lr-Command-Type", ev.CommandType)
+	msg.Header.Set("Lr-Tenant", ev.Tenant)
+	msg.Header.Set("Lr-Command-Type", label)
 	msg.Header.Set("Lr-Outcome", ev.Outcome)
+	start := time.Now()
 	ack, err := r.o.JS.PublishMsg(ctx, msg,
-		jetstream.WithMsgID(MsgID(ev.ActionID, ev.Index)),
+		jetstream.WithMsgID(MsgID(ev.Tenant, ev.ActionID, ev.Index)),
 		jetstream.WithExpectStream(r.o.Streams.ResultStream))
 	if err != nil {
 		return err
 	}
 	if ack.Duplicate {
 		r.metrics.duplicates.Inc()
-	} else {
-		r.metrics.results.WithLabelValues(ev.CommandType, ev.Outcome).Inc()
+		return nil
 	}
-	if r.o.OnResult != nil && !ack.Duplicate {
+	r.metrics.results.WithLabelValues(label, ev.Outcome).Inc()
+	// The audit trail: one line per published result.
+	r.log.Info().Str("tenant", ev.Tenant).Str("action_id", ev.ActionID).Int("index", ev.Index).
+		Str("command_type", label).Str("outcome", ev.Outcome).Int("bytes", len(data)).
+		Float64("publish_seconds", time.Since(start).Seconds()).Msg("result published")
+	if r.o.OnResult != nil {
 		r.o.OnResult(ev)
 	}
 	return nil
 }
 
-func (r *Relay) publishDeadLetter(ctx context.Context, dl *DeadLetter) error {
-	data, err := json.Marshal(dl)
+func (r *Relay) publishDeadLetter(ctx context.Context, dl *DeadLetter, payload []byte) error {
+	data, err := r.encodeDeadLetter(ctx, dl, payload, r.o.MaxPayload-headerRoom)
 	if err != nil {
 		return err
 	}
@@ -100,4 +132,11 @@ func sourceOf(src msgSource) *result.Source {
 		return nil
 	}
 	return &result.Source{Stream: src.stream, Sequence: src.sequence}
+}
+
+// sometimes returns the tenant's limiter of repeated warnings: a flood of events of one tenant with the same
+// problem logs once a minute, not once an event.
+func (r *Relay) sometimes(tenant string) *rate.Sometimes {
+	s, _ := r.warnings.LoadOrStore(tenant, &rate.Sometimes{First: 1, Interval: time.Minute})
+	return s.(*rate.Sometimes)
 }

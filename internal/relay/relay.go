@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/lr-relay/lr-relay/internal/command"
+
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
@@ -30,7 +32,9 @@ type Tenant struct {
 	// Name is lr-relay's name for the tenant; it is the subject token of its results ("default" for the
 	// tenant configured by the LR_MDE_* variables).
 	Name string
-	API  API
+	// ID is the tenant's configured Entra tenant id (results carry it when the event has none).
+	ID  string
+	API command.API
 }
 
 // Router finds the tenant of an event from its tenantId ("" when the event has none).
@@ -51,11 +55,12 @@ type Options struct {
 	MaxDeliver      int
 	Backoff         []time.Duration
 	ShutdownTimeout time.Duration
-	Processor       *Processor
-	Router          Router
-	Validator       Validator
-	Logger          zerolog.Logger
-	Registerer      prometheus.Registerer
+	// Commands does the work on each command.
+	Commands   *command.Processor
+	Router     Router
+	Validator  Validator
+	Logger     zerolog.Logger
+	Registerer prometheus.Registerer
 	// TenantWorkers caps the workers one tenant may hold at once (0: no cap). TenantParked is how many events
 	// per tenant wait in this process for a slot; beyond that they are deferred by DeferDelay (see tenantGate).
 	TenantWorkers int
@@ -63,10 +68,29 @@ type Options struct {
 	DeferDelay    time.Duration
 	// Deferrals records deliveries handed back by the tenant gate, so they do not count toward MaxDeliver.
 	Deferrals *Deferrals
+	// Payloads keeps the payload of a dead-lettered event that is too large to fit its record whole.
+	Payloads PayloadStore
+	// MaxPayload is the server's max payload: every result and dead-letter record is made to fit it.
+	MaxPayload int
+	// MaxEventBytes, MaxCommands and MaxResultBytesPerEvent bound what one event may ask for
+	// (LR_MAX_EVENT_BYTES, LR_MAX_COMMANDS, LR_MAX_RESULT_BYTES_PER_EVENT); an event over a bound is
+	// dead-lettered with input_too_large before any API call.
+	MaxEventBytes          int
+	MaxCommands            int
+	MaxResultBytesPerEvent int
+	// AuthRetryDelay is how long an event waits when its tenant's credentials are rejected.
+	AuthRetryDelay time.Duration
+	// Version is lr-relay's version, written into dead-letter records.
+	Version string
 	// OnResult, when set, is called after each result's PubAck (the demo prints results with it).
 	OnResult func(*result.Event)
 	// OnDeadLetter, when set, is called after each dead-letter record's PubAck.
 	OnDeadLetter func(*DeadLetter)
+}
+
+// PayloadStore keeps large dead-letter payloads (the Object Store).
+type PayloadStore interface {
+	Put(ctx context.Context, name string, meta map[string]string, data []byte) (*result.ObjectRef, error)
 }
 
 // Relay is the pipeline. Create it with New, start it with Run.
@@ -77,38 +101,45 @@ type Relay struct {
 	results jetstream.Stream
 	gate    *tenantGate
 
+	warnings sync.Map // tenant name -> *rate.Sometimes
+
 	mu       sync.Mutex
 	consumer jetstream.Consumer
 	ackWait  time.Duration
 	ready    bool
 }
 
-// New checks the options and returns a Relay. It does not touch the network.
+// New checks the options and returns a Relay. It does not touch the network. Every option must be set: the
+// defaults live in the configuration (internal/config), not here.
 func New(o Options) (*Relay, error) {
-	switch {
-	case o.JS == nil:
-		return nil, errors.New("relay: no JetStream context")
-	case o.Processor == nil:
-		return nil, errors.New("relay: no processor")
-	case o.Router == nil:
-		return nil, errors.New("relay: no tenant router")
-	case o.Validator == nil:
-		return nil, errors.New("relay: no schema validator")
-	case o.Workers < 1:
-		return nil, errors.New("relay: workers must be at least 1")
-	case len(o.Backoff) == 0:
-		return nil, errors.New("relay: empty backoff schedule")
+	var errs []error
+	for _, c := range []struct {
+		bad  bool
+		what string
+	}{
+		{o.JS == nil, "no JetStream context"},
+		{o.Commands == nil, "no command processor"},
+		{o.Router == nil, "no tenant router"},
+		{o.Validator == nil, "no schema validator"},
+		{o.Workers < 1, "workers must be at least 1"},
+		{o.MaxDeliver < 1, "max deliver must be at least 1"},
+		{len(o.Backoff) == 0, "empty backoff schedule"},
+		{o.MaxPayload < 64<<10, "max payload must be at least 64 KiB"},
+		{o.MaxEventBytes < 1, "max event bytes must be positive"},
+		{o.MaxCommands < 1, "max commands must be positive"},
+		{o.MaxResultBytesPerEvent < 1, "max result bytes per event must be positive"},
+		{o.AuthRetryDelay <= 0, "auth retry delay must be positive"},
+		{o.TenantWorkers > 0 && (o.TenantParked < 1 || o.DeferDelay <= 0), "tenant gate needs parked events and a defer delay"},
+	} {
+		if c.bad {
+			errs = append(errs, errors.New("relay: "+c.what))
+		}
 	}
-	if o.MaxDeliver < 1 {
-		o.MaxDeliver = 10
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
-	if o.TenantParked <= 0 {
-		o.TenantParked = o.Workers
-	}
-	if o.DeferDelay <= 0 {
-		o.DeferDelay = 10 * time.Second
-	}
-	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer), gate: newTenantGate(o.TenantWorkers, o.TenantParked)}, nil
+	m := newMetrics(o.Registerer)
+	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.

@@ -3,15 +3,16 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/command"
 	"github.com/lr-relay/lr-relay/internal/download"
 	"github.com/lr-relay/lr-relay/internal/mde"
-	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/schemas"
 )
 
@@ -23,9 +24,13 @@ func newTestRelay(t *testing.T) *Relay {
 	}
 	return &Relay{
 		o: Options{
-			MaxDeliver: 3,
-			Backoff:    []time.Duration{time.Second, 10 * time.Second},
-			Validator:  v,
+			MaxDeliver:             3,
+			MaxEventBytes:          4 << 10,
+			MaxCommands:            3,
+			MaxResultBytesPerEvent: 2 << 10,
+			AuthRetryDelay:         time.Minute,
+			Backoff:                []time.Duration{time.Second, 10 * time.Second},
+			Validator:              v,
 			Router: func(id string) (*Tenant, bool) {
 				if id == "" {
 					return &Tenant{Name: "default"}, true
@@ -56,6 +61,10 @@ func TestParseEventDecisions(t *testing.T) {
 		{name: "id not a GUID", payload: `{"id":"abc"}`, wantReason: ReasonInvalidID},
 		{name: "missing id", payload: `{"commands":[]}`, wantReason: ReasonSchemaViolation},
 		{name: "negative index", payload: `{"id":"0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b","commands":[{"index":-1,"command":{"type":"RunScript"}}]}`, wantReason: ReasonSchemaViolation},
+		{name: "over LR_MAX_EVENT_BYTES", payload: `{"id":"0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b","pad":"` + strings.Repeat("x", 5000) + `"}`, wantReason: ReasonInputTooLarge},
+		{name: "over LR_MAX_COMMANDS", payload: `{"id":"0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b","commands":[{"index":0},{"index":1},{"index":2},{"index":3}]}`, wantReason: ReasonInputTooLarge},
+		{name: "string over its schema bound", payload: `{"id":"0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b","computerDnsName":"` + strings.Repeat("h", 256) + `"}`, wantReason: ReasonInputTooLarge},
+		{name: "action fields repeated over LR_MAX_RESULT_BYTES_PER_EVENT", payload: `{"id":"0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b","requestorComment":"` + strings.Repeat("c", 1000) + `","commands":[{"index":0},{"index":1},{"index":2}]}`, wantReason: ReasonInputTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,7 +87,6 @@ func TestParseEventDecisions(t *testing.T) {
 
 func TestFailureDecisions(t *testing.T) {
 	r := newTestRelay(t)
-	a := &action.MachineAction{ID: "0b2f7a1e-3c4d-4e5f-8a9b-0c1d2e3f4a5b"}
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	tests := []struct {
@@ -88,55 +96,43 @@ func TestFailureDecisions(t *testing.T) {
 		wantFate   fate
 		wantReason string
 	}{
-		{name: "404 action", ctx: context.Background(), err: &mde.APIError{Status: 404, Code: "ResourceNotFound", Target: "t1"}, wantFate: fateDeadLetter, wantReason: ReasonActionNotFound},
-		{name: "403 permission", ctx: context.Background(), err: &mde.APIError{Status: 403, Code: "Forbidden"}, wantFate: fateDeadLetter, wantReason: ReasonForbidden},
-		{name: "400 bad request", ctx: context.Background(), err: &mde.APIError{Status: 400, Code: "BadRequest"}, wantFate: fateDeadLetter, wantReason: ReasonPermanentAPIError},
+		{name: "action not found", ctx: context.Background(), err: &command.ActionError{Reason: command.ReasonActionNotFound, Err: errors.New("404")}, wantFate: fateDeadLetter, wantReason: ReasonActionNotFound},
+		{name: "wrapped action error", ctx: context.Background(), err: fmt.Errorf("command 1: %w", &command.ActionError{Reason: command.ReasonForbidden, Err: errors.New("403")}), wantFate: fateDeadLetter, wantReason: ReasonForbidden},
 		{name: "500 retried", ctx: context.Background(), err: &mde.APIError{Status: 500}, wantFate: fateRetry},
 		{name: "429 after retries", ctx: context.Background(), err: &mde.APIError{Status: 429}, wantFate: fateRetry},
 		{name: "token outage retried", ctx: context.Background(), err: &mde.TokenError{Status: 503}, wantFate: fateRetry},
+		{name: "permanent token error dead-lettered", ctx: context.Background(), err: &mde.TokenError{Status: 400, Code: "invalid_request"}, wantFate: fateDeadLetter, wantReason: ReasonPermanentAPIError},
+		{name: "rejected credentials wait", ctx: context.Background(), err: fmt.Errorf("x: %w", rejected{}), wantFate: fateDefer},
 		{name: "network error retried", ctx: context.Background(), err: errors.New("connection reset"), wantFate: fateRetry},
+		{name: "transient download retried", ctx: context.Background(), err: &download.Error{Kind: download.KindTimeout}, wantFate: fateRetry},
 		{name: "shutdown hands back", ctx: canceled, err: context.Canceled, wantFate: fateHandBack},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := r.failure(tt.ctx, tt.err, a, nil)
+			d := r.failure(tt.ctx, decision{}, tt.err)
 			if d.fate != tt.wantFate || d.reason != tt.wantReason {
 				t.Errorf("got fate %d reason %q, want %d %q", d.fate, d.reason, tt.wantFate, tt.wantReason)
+			}
+			if d.fate == fateDefer && d.delay != r.o.AuthRetryDelay {
+				t.Errorf("deferral delay %s, want LR_TENANT_AUTH_RETRY %s", d.delay, r.o.AuthRetryDelay)
 			}
 		})
 	}
 }
 
-func TestProblemResult(t *testing.T) {
-	tests := []struct {
-		name        string
-		err         error
-		wantHandled bool
-		wantOutcome string
-		wantCode    string
-	}{
-		{name: "too large", err: &download.Error{Kind: download.KindTooLarge}, wantHandled: true, wantOutcome: result.OutcomeTooLarge, wantCode: "too_large"},
-		{name: "disallowed host", err: &download.Error{Kind: download.KindDisallowed}, wantHandled: true, wantOutcome: result.OutcomeError, wantCode: "download_refused"},
-		{name: "still expired", err: &download.Error{Kind: download.KindExpired}, wantHandled: true, wantOutcome: result.OutcomeError, wantCode: "link_expired"},
-		{name: "blob 404", err: &download.Error{Kind: download.KindStatus, Status: 404}, wantHandled: true, wantOutcome: result.OutcomeError, wantCode: "download_failed"},
-		{name: "blob 503 is transient", err: &download.Error{Kind: download.KindStatus, Status: 503}},
-		{name: "timeout is transient", err: &download.Error{Kind: download.KindTimeout}},
-		{name: "no link for index", err: &mde.APIError{Status: 404}, wantHandled: true, wantOutcome: result.OutcomeError, wantCode: "no_result_link"},
-		{name: "403 is for the action", err: &mde.APIError{Status: 403}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ev := &result.Event{}
-			if got := problemResult(ev, tt.err); got != tt.wantHandled {
-				t.Fatalf("handled = %v, want %v", got, tt.wantHandled)
-			}
-			if !tt.wantHandled {
-				return
-			}
-			if ev.Outcome != tt.wantOutcome || ev.Problem == nil || ev.Problem.Code != tt.wantCode {
-				t.Errorf("outcome %q problem %+v, want %q with code %q", ev.Outcome, ev.Problem, tt.wantOutcome, tt.wantCode)
-			}
-		})
+// rejected stands for a token error whose credentials were refused.
+type rejected struct{}
+
+func (rejected) Error() string             { return "invalid_client" }
+func (rejected) CredentialsRejected() bool { return true }
+func (rejected) Retryable() bool           { return false }
+
+func TestMetricLabelsAreClosed(t *testing.T) {
+	for in, want := range map[string]string{"RunScript": "RunScript", "GetFile": "GetFile", "PutFile": "PutFile",
+		"runscript": "other", "": "other", strings.Repeat("x", 600): "other"} {
+		if got := commandLabel(in); got != want {
+			t.Errorf("commandLabel(%.20q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -5,8 +5,9 @@ package result
 
 import "time"
 
-// SchemaVersion is the version of the result event format.
-const SchemaVersion = 1
+// SchemaVersion is the version of the result event format. Version 2 added fields (tenant, the event times,
+// relayVersion, the truncation flags) and removed none: a consumer of version 1 reads version 2 unchanged.
+const SchemaVersion = 2
 
 // Outcome values say what happened to a command.
 const (
@@ -25,9 +26,12 @@ const (
 
 // Event is one result event: one per command of a machine action.
 type Event struct {
-	SchemaVersion   int               `json:"schemaVersion"`
-	ActionID        string            `json:"actionId"`
-	TenantID        string            `json:"tenantId,omitempty"`
+	SchemaVersion int    `json:"schemaVersion"`
+	ActionID      string `json:"actionId"`
+	// Tenant is lr-relay's configured name of the tenant ("default" for the LR_MDE_* tenant).
+	Tenant string `json:"tenant"`
+	// TenantID is the Entra tenant id: the event's, or the configured tenant's when the event has none.
+	TenantID        string            `json:"tenantId"`
 	Index           int               `json:"index"`
 	CommandType     string            `json:"commandType"`
 	CommandStatus   string            `json:"commandStatus"`
@@ -37,12 +41,25 @@ type Event struct {
 	MachineID       string            `json:"machineId,omitempty"`
 	ComputerDNSName string            `json:"computerDnsName,omitempty"`
 	Requestor       string            `json:"requestor,omitempty"`
-	Outcome         string            `json:"outcome"`
-	Script          *Script           `json:"script,omitempty"`
-	File            *File             `json:"file,omitempty"`
-	Problem         *Problem          `json:"problem,omitempty"`
-	Source          *Source           `json:"source,omitempty"`
-	RelayedAt       time.Time         `json:"relayedAt"`
+	// RequestorComment is where analysts put the ticket number.
+	RequestorComment string     `json:"requestorComment,omitempty"`
+	ActionCreatedAt  *time.Time `json:"actionCreatedAt,omitempty"`
+	ActionUpdatedAt  *time.Time `json:"actionUpdatedAt,omitempty"`
+	CommandStartedAt *time.Time `json:"commandStartedAt,omitempty"`
+	CommandEndedAt   *time.Time `json:"commandEndedAt,omitempty"`
+	// EventTime is the time a SIEM should file the event under: the command's end, else the action's last
+	// update, else RelayedAt.
+	EventTime time.Time `json:"eventTime"`
+	Outcome   string    `json:"outcome"`
+	Script    *Script   `json:"script,omitempty"`
+	File      *File     `json:"file,omitempty"`
+	Problem   *Problem  `json:"problem,omitempty"`
+	Source    *Source   `json:"source,omitempty"`
+	// FieldsTruncated is set when fields copied from the source event (params, command errors, problem
+	// text) were cut so that the event fits the server's max payload.
+	FieldsTruncated bool      `json:"fieldsTruncated,omitempty"`
+	RelayedAt       time.Time `json:"relayedAt"`
+	RelayVersion    string    `json:"relayVersion"`
 }
 
 // Script is the parsed RunScript result file.
@@ -59,8 +76,15 @@ type Script struct {
 	Output string `json:"output"`
 	// OutputJSON is Output parsed, when the output is itself a JSON document.
 	OutputJSON any `json:"outputJson,omitempty"`
-	// Errors is script_errors (script_error in older files); "" when null or empty.
-	Errors string `json:"errors,omitempty"`
+	// OutputJSONOmitted is set when OutputJSON was left out so that the event fits the max payload; the
+	// output (inline or in OutputObject) still holds the document.
+	OutputJSONOmitted bool `json:"outputJsonOmitted,omitempty"`
+	// Errors is script_errors (script_error in older files); "" when null or empty. When ErrorsTruncated is
+	// set it is a head/tail preview, and the whole text is in ErrorsObject (when there is an object store).
+	Errors          string     `json:"errors,omitempty"`
+	ErrorsBytes     int64      `json:"errorsBytes,omitempty"`
+	ErrorsTruncated bool       `json:"errorsTruncated,omitempty"`
+	ErrorsObject    *ObjectRef `json:"errorsObject,omitempty"`
 	// TrailingNULs counts the NUL characters stripped from the end of the output.
 	TrailingNULs int `json:"trailingNuls,omitempty"`
 	// InvalidUTF8 is set when the output or errors held invalid UTF-8, shown as U+FFFD.

@@ -105,6 +105,7 @@ type parser struct {
 	name                                       string
 	exitCode                                   *int
 	errText                                    string
+	errBytes                                   int64 // size of the whole script_errors
 	invalidUTF8                                bool
 	typeErr                                    *syntaxError
 }
@@ -417,7 +418,7 @@ func (p *parser) member(f field) error {
 			return err
 		}
 		p.errs.nul.close()
-		p.errText = p.errs.coll.text()
+		p.errText, p.errBytes = p.errs.coll.text(), p.errs.coll.total
 	case fieldName:
 		isString, err := p.readText(&p.nameTxt.nul)
 		if err != nil || !isString {

@@ -207,6 +207,10 @@ func (p *parser) script() (*result.Script, error) {
 		TrailingNULs:   p.out.nul.trailing,
 		InvalidUTF8:    p.invalidUTF8,
 	}
+	if p.errBytes > int64(len(s.Errors)) || (p.errBytes > 0 && !p.errs.coll.complete()) {
+		// Errors beyond InlineMax are cut by the parser (their head is kept): say so, with the whole size.
+		s.ErrorsTruncated, s.ErrorsBytes = true, p.errBytes
+	}
 	c := &p.out.coll
 	s.OutputBytes = c.total
 	if !c.over {
