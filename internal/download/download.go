@@ -63,9 +63,10 @@ type Config struct {
 	AllowHTTP bool
 	// AllowedHosts lists the hosts links may point to (LR_DOWNLOAD_ALLOWED_HOSTS); nil means
 	// DefaultAllowedHosts. An entry starting with "." matches any host name ending in it (at least one
-	// more label; case-insensitive) and such hosts must resolve to public addresses. Any other entry is
-	// an exact host, host:port or IP (port omitted = any port), exempt from the public-address check
-	// because an operator named it on purpose (tests and the demo use "127.0.0.1:PORT").
+	// more label; case-insensitive) on port 443, or on the port the entry names (".zone.example:8443"),
+	// and such hosts must resolve to public addresses. Any other entry is an exact host, host:port or IP
+	// (port omitted = any port), exempt from the public-address check because an operator named it on
+	// purpose (tests and the demo use "127.0.0.1:PORT").
 	AllowedHosts []string
 	// MaxBytes caps the body as received, i.e. compressed for GetFile (LR_DOWNLOAD_MAX_BYTES).
 	MaxBytes int64
@@ -323,8 +324,12 @@ func (d *Downloader) proxy(req *http.Request) (*url.URL, error) {
 	u := d.proxyURL
 	if u == nil {
 		var err error
-		if u, err = d.envProxy(req); err != nil || u == nil {
-			return nil, err
+		if u, err = d.envProxy(req); err != nil {
+			// net/http's message quotes the variable's value, which may hold the proxy password.
+			return nil, errors.New("HTTPS_PROXY does not hold a valid proxy URL")
+		}
+		if u == nil {
+			return nil, nil
 		}
 	}
 	d.proxies.Store(proxyAddr(u), true)
