@@ -150,6 +150,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	dl, err := download.New(download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
 		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout, Concurrency: a.cfg.Workers,
+		MinRate: a.cfg.DownloadMinRate, TotalTimeout: a.cfg.DownloadTotalTimeout, ProxyURL: a.cfg.DownloadProxy,
 	}, a.log.With().Str("component", "download").Logger())
 	if err != nil {
 		return fmt.Errorf("LR_DOWNLOAD_*: %w", err)
@@ -458,7 +459,16 @@ func (a *App) serveHTTP() (*http.Server, error) {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Fixed bounds: the endpoints answer small requests quickly, so a client that sends slowly, reads
+	// slowly, idles or sends huge headers only holds a connection this long.
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			a.log.Error().Err(err).Msg("http server stopped")

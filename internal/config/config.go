@@ -59,6 +59,11 @@ type Config struct {
 	DownloadIdleTimeout  time.Duration `envconfig:"DOWNLOAD_IDLE_TIMEOUT" default:"60s" desc:"A download that sends no byte for this long is abandoned."`
 	LinkRetries          int           `envconfig:"LINK_RETRIES" default:"3" desc:"How many fresh links are requested when a link has expired."`
 
+	// Download bounds and proxy (hostile links)
+	DownloadMinRate      int64         `envconfig:"DOWNLOAD_MIN_RATE" default:"32768" desc:"Slowest accepted download, in bytes per second averaged over the last 30 s spent waiting for the link; a slower body fails and the event is retried (0 disables)."`
+	DownloadTotalTimeout time.Duration `envconfig:"DOWNLOAD_TOTAL_TIMEOUT" default:"2h" desc:"Longest one download may take, from the request to the last byte; the event is then retried."`
+	DownloadProxy        string        `envconfig:"DOWNLOAD_PROXY" desc:"Egress proxy for result downloads (http:// or https:// URL, used by CONNECT); overrides HTTPS_PROXY and NO_PROXY, which apply otherwise."`
+
 	InlineMaxBytes  int           `envconfig:"INLINE_MAX_BYTES" default:"65536" desc:"Script output or file content above this size is stored in the object store."`
 	PreviewBytes    int           `envconfig:"PREVIEW_BYTES" default:"4096" desc:"Head and tail of a large script output kept in the event."`
 	RawMaxBytes     int           `envconfig:"RAW_MAX_BYTES" default:"16384" desc:"Leading bytes of an unparseable result file kept (base64) in its result event."`
@@ -176,6 +181,7 @@ func (c Config) Validate() error {
 	if c.LinkRetries < 0 || c.LinkRetries > 20 {
 		bad("LINK_RETRIES", "must be between 0 and 20, got %d", c.LinkRetries)
 	}
+	errs = append(errs, c.validateDownloadBounds()...)
 	if c.InlineMaxBytes < 1024 {
 		bad("INLINE_MAX_BYTES", "must be at least 1024, got %d", c.InlineMaxBytes)
 	}

@@ -40,13 +40,15 @@ type guardedReader struct {
 	cancel    context.CancelFunc
 	url       string // redacted
 	secrets   []string
-	err       error // sticky: once a read failed, every later read fails the same way
+	rate      *rateMeter    // nil when there is no minimum rate
+	total     time.Duration // the total timeout, for messages; 0 when off
+	err       error         // sticky: once a read failed, every later read fails the same way
 }
 
-func newGuardedReader(rc io.ReadCloser, max int64, idle time.Duration, parent, reqCtx context.Context,
-	cancel context.CancelFunc, url string, secrets []string) *guardedReader {
+func newGuardedReader(rc io.ReadCloser, max int64, idle time.Duration, rate *rateMeter, total time.Duration,
+	parent, reqCtx context.Context, cancel context.CancelFunc, url string, secrets []string) *guardedReader {
 	r := &guardedReader{
-		rc: rc, max: max, remaining: max, idle: idle,
+		rc: rc, max: max, remaining: max, idle: idle, rate: rate, total: total,
 		parent: parent, reqCtx: reqCtx, cancel: cancel, url: url, secrets: secrets,
 	}
 	if idle > 0 {
@@ -74,7 +76,9 @@ func (r *guardedReader) Read(p []byte) (int, error) {
 	if r.timer != nil {
 		r.timer.Reset(r.idle)
 	}
+	start := time.Now()
 	n, err := r.rc.Read(p)
+	waited := time.Since(start)
 	if r.timer != nil {
 		r.timer.Stop()
 	}
@@ -89,6 +93,13 @@ func (r *guardedReader) Read(p []byte) (int, error) {
 	r.remaining -= int64(n)
 	switch {
 	case err == nil:
+		if r.rate != nil {
+			if slow := r.rate.add(n, waited); slow != nil {
+				r.err = &Error{Kind: KindTooSlow, URL: r.url, Err: slow}
+				r.cancel() // stop the transfer now, as for the byte cap
+				return n, r.err
+			}
+		}
 		return n, nil
 	case errors.Is(err, io.EOF):
 		r.err = io.EOF
@@ -106,8 +117,10 @@ func (r *guardedReader) classify(err error) error {
 		return &Error{Kind: KindTimeout, URL: r.url, Err: fmt.Errorf("no body data received for %s", r.idle)}
 	case errors.Is(r.parent.Err(), context.Canceled):
 		return &Error{Kind: KindCanceled, URL: r.url, Err: r.parent.Err()}
-	case r.parent.Err() != nil, errors.Is(r.reqCtx.Err(), context.DeadlineExceeded):
+	case r.parent.Err() != nil:
 		return &Error{Kind: KindTimeout, URL: r.url, Err: context.DeadlineExceeded}
+	case errors.Is(r.reqCtx.Err(), context.DeadlineExceeded):
+		return &Error{Kind: KindTimeout, URL: r.url, Err: fmt.Errorf("total timeout of %s: %w", r.total, context.DeadlineExceeded)}
 	case r.closed.Load():
 		return &Error{Kind: KindCanceled, URL: r.url, Err: errors.New("body closed during read")}
 	}
@@ -128,4 +141,61 @@ func (r *guardedReader) Close() error {
 		return &Error{Kind: KindNetwork, URL: r.url, Err: scrub(err, r.secrets)}
 	}
 	return nil
+}
+
+// rateSlots is how many slots the rate window is cut into; the rate is judged over the last rateSlots-1
+// full slots plus the current one, i.e. over 90 to 100% of the window.
+const rateSlots = 10
+
+// rateMeter enforces a minimum body rate, averaged over a sliding window of the time spent inside Read,
+// i.e. waiting for the link. Time the caller spends between reads (writing the data elsewhere) is not
+// counted, so a slow consumer is never blamed on the link. The first judgement is made once a whole
+// window has been spent waiting, so a small file that arrives within one window is never judged, and a
+// drip is abandoned at the first read that returns after one window of waiting: at most RateWindow plus
+// one IdleTimeout after the body opened.
+//
+// It is used only by the goroutine that calls Read.
+type rateMeter struct {
+	min    int64 // bytes per second
+	window time.Duration
+	slot   time.Duration // window / rateSlots
+	waited time.Duration // total time spent waiting in Read
+	cur    int64         // index of the slot `waited` falls in
+	bytes  [rateSlots]int64
+}
+
+func newRateMeter(min int64, window time.Duration) *rateMeter {
+	if min <= 0 || window <= 0 {
+		return nil
+	}
+	return &rateMeter{min: min, window: window, slot: max(window/rateSlots, time.Nanosecond)}
+}
+
+// add records n bytes received after waiting d and returns an error when, once a whole window has been
+// waited, the bytes received over the last window are fewer than min per second.
+func (m *rateMeter) add(n int, d time.Duration) error {
+	m.waited += d
+	idx := int64(m.waited / m.slot)
+	if idx-m.cur >= rateSlots {
+		m.bytes = [rateSlots]int64{}
+	} else {
+		for i := m.cur + 1; i <= idx; i++ {
+			m.bytes[i%rateSlots] = 0
+		}
+	}
+	m.cur = idx
+	m.bytes[idx%rateSlots] += int64(n)
+	if m.waited < m.window {
+		return nil
+	}
+	var sum int64
+	for _, b := range m.bytes {
+		sum += b
+	}
+	covered := time.Duration(rateSlots-1)*m.slot + (m.waited - time.Duration(idx)*m.slot)
+	if float64(sum) >= float64(m.min)*covered.Seconds() {
+		return nil
+	}
+	return fmt.Errorf("body arrived at %.1f bytes/s over the last %s spent waiting, below the minimum of %d bytes/s",
+		float64(sum)/covered.Seconds(), covered.Round(time.Millisecond), m.min)
 }

@@ -3,8 +3,12 @@
 // The link is untrusted input: it arrives from an API response and is followed without credentials. The
 // Downloader therefore allows only HTTPS to configured hosts, re-checks every redirect, refuses to dial
 // private addresses for hosts it trusts only by suffix (SSRF), never sends Authorization or cookies,
-// streams the body under a byte cap and an idle timeout, and keeps the SAS signature out of every error,
-// log line and returned value.
+// streams the body under a byte cap, an idle timeout, a minimum rate and a total timeout, and keeps the
+// SAS signature out of every error, log line and returned value.
+//
+// Downloads may go through an egress proxy (HTTPS_PROXY/NO_PROXY, or Config.ProxyURL) by CONNECT. The
+// allow-list still applies to every link and redirect before anything is sent, but the address the proxy
+// connects to is out of sight: the dial-time public-address check then applies only to direct dials.
 package download
 
 import (
@@ -20,6 +24,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -37,6 +42,9 @@ const (
 	DefaultTimeout = 30 * time.Second
 	// DefaultIdleTimeout bounds the silence between two pieces of body data.
 	DefaultIdleTimeout = 60 * time.Second
+	// DefaultRateWindow is the sliding interval over which MinRate is judged (LR_DOWNLOAD_MIN_RATE
+	// documents it; it is not configurable in the service, only in tests).
+	DefaultRateWindow = 30 * time.Second
 )
 
 const (
@@ -55,9 +63,10 @@ type Config struct {
 	AllowHTTP bool
 	// AllowedHosts lists the hosts links may point to (LR_DOWNLOAD_ALLOWED_HOSTS); nil means
 	// DefaultAllowedHosts. An entry starting with "." matches any host name ending in it (at least one
-	// more label; case-insensitive) and such hosts must resolve to public addresses. Any other entry is
-	// an exact host, host:port or IP (port omitted = any port), exempt from the public-address check
-	// because an operator named it on purpose (tests and the demo use "127.0.0.1:PORT").
+	// more label; case-insensitive) on port 443, or on the port the entry names (".zone.example:8443"),
+	// and such hosts must resolve to public addresses. Any other entry is an exact host, host:port or IP
+	// (port omitted = any port), exempt from the public-address check because an operator named it on
+	// purpose (tests and the demo use "127.0.0.1:PORT").
 	AllowedHosts []string
 	// MaxBytes caps the body as received, i.e. compressed for GetFile (LR_DOWNLOAD_MAX_BYTES).
 	MaxBytes int64
@@ -66,9 +75,20 @@ type Config struct {
 	// IdleTimeout bounds the time a single body read may wait without receiving any byte, which ends
 	// slow-drip bodies that would otherwise hold a worker forever.
 	IdleTimeout time.Duration
-	// TotalTimeout, when non-zero, bounds the whole download from Open to the last Read. It is off by
-	// default because a 3 GB file on a slow link legitimately takes long.
+	// TotalTimeout, when non-zero, bounds the whole download from Open to the last Read
+	// (LR_DOWNLOAD_TOTAL_TIMEOUT). 0 means no total bound.
 	TotalTimeout time.Duration
+	// MinRate, when non-zero, is the slowest acceptable body rate in bytes per second
+	// (LR_DOWNLOAD_MIN_RATE), averaged over the last RateWindow spent waiting in Read: a body below it
+	// fails with KindTooSlow. 0 means no minimum.
+	MinRate int64
+	// RateWindow is the sliding interval of MinRate; 0 means DefaultRateWindow.
+	RateWindow time.Duration
+	// ProxyURL, when set, is the egress proxy every https download goes through by CONNECT
+	// (LR_DOWNLOAD_PROXY), overriding HTTPS_PROXY and NO_PROXY. When empty, the environment decides as
+	// for http.ProxyFromEnvironment. Plain http links (tests only) are never proxied: the proxy would
+	// see the signed URL.
+	ProxyURL string
 	// Now is the clock used to judge the link's `se` expiry; nil means time.Now.
 	Now func() time.Time
 	// Concurrency is how many downloads may run at once (the relay's workers); it sizes the connection
@@ -90,6 +110,17 @@ func (c Config) Validate() error {
 	}
 	if c.TotalTimeout < 0 {
 		errs = append(errs, errors.New("download total timeout must not be negative"))
+	}
+	if c.MinRate < 0 {
+		errs = append(errs, errors.New("download minimum rate must not be negative"))
+	}
+	if c.RateWindow < 0 {
+		errs = append(errs, errors.New("download rate window must not be negative"))
+	}
+	if c.ProxyURL != "" {
+		if _, err := ParseProxyURL(c.ProxyURL); err != nil {
+			errs = append(errs, fmt.Errorf("LR_DOWNLOAD_PROXY: %w", err))
+		}
 	}
 	if c.AllowedHosts != nil && len(c.AllowedHosts) == 0 {
 		errs = append(errs, errors.New("LR_DOWNLOAD_ALLOWED_HOSTS must name at least one host"))
@@ -115,11 +146,53 @@ type Downloader struct {
 	// lookup resolves suffix-matched hosts. Tests replace it to make a trusted-looking name resolve to a
 	// private address, which the guarded dialer must then refuse.
 	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+	// proxyURL is the parsed Config.ProxyURL, nil when the environment decides through envProxy.
+	proxyURL *url.URL
+	envProxy func(*http.Request) (*url.URL, error)
+	// proxies holds the host:port (lowercase) of every proxy a request was sent to. Those addresses come
+	// from the operator (Config or environment), so dialContext dials them as it would a literal entry,
+	// without the public-address check: corporate proxies live on private addresses.
+	proxies sync.Map
 }
 
-// New checks cfg, fills in defaults and builds a Downloader with its own HTTP client: no proxy, no cookie
-// jar, no credentials, no transparent decompression (so MaxBytes counts what actually crosses the wire
-// and a gzip file arrives as gzip), HTTP/1.1 over TLS 1.2+.
+// ParseProxyURL checks an egress proxy URL: http or https scheme, a host, nothing else but an optional
+// port and user info. Errors never repeat the URL's password.
+func ParseProxyURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("not a valid URL (want e.g. http://proxy.example:3128)")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("scheme %q is not supported (want http:// or https://, the proxy is used by CONNECT)", u.Scheme)
+	}
+	if u.Hostname() == "" || u.Opaque != "" {
+		return nil, fmt.Errorf("%s has no host", u.Redacted())
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%s must not have a path, query or fragment", u.Redacted())
+	}
+	return u, nil
+}
+
+// proxyAddr is the host:port the Transport dials to reach proxy u, lowercased.
+func proxyAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch u.Scheme {
+		case "https":
+			port = "443"
+		case "socks5", "socks5h":
+			port = "1080"
+		default:
+			port = "80"
+		}
+	}
+	return strings.ToLower(net.JoinHostPort(u.Hostname(), port))
+}
+
+// New checks cfg, fills in defaults and builds a Downloader with its own HTTP client: the proxy of
+// Config.ProxyURL or of the environment, no cookie jar, no credentials, no transparent decompression (so
+// MaxBytes counts what actually crosses the wire and a gzip file arrives as gzip), HTTP/1.1 over TLS 1.2+.
 func New(cfg Config, log zerolog.Logger) (*Downloader, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("download config: %w", err)
@@ -136,7 +209,14 @@ func New(cfg Config, log zerolog.Logger) (*Downloader, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
-	d := &Downloader{cfg: cfg, log: log, now: cfg.Now}
+	if cfg.RateWindow == 0 {
+		cfg.RateWindow = DefaultRateWindow
+	}
+	d := &Downloader{cfg: cfg, log: log, now: cfg.Now, envProxy: http.ProxyFromEnvironment}
+	if cfg.ProxyURL != "" {
+		d.proxyURL, _ = ParseProxyURL(cfg.ProxyURL) // validated above
+		log.Info().Str("proxy", d.proxyURL.Host).Msg("downloads go through the configured proxy (LR_DOWNLOAD_PROXY)")
+	}
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -150,7 +230,7 @@ func New(cfg Config, log zerolog.Logger) (*Downloader, error) {
 		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
 	d.tr = &http.Transport{
-		Proxy:                  nil, // a proxy would make the dial-time address check meaningless
+		Proxy:                  d.proxy,
 		DialContext:            d.dialContext,
 		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:    cfg.Timeout,
@@ -212,7 +292,8 @@ func (d *Downloader) Open(ctx context.Context, link string) (*Body, error) {
 		cancel()
 		return fail(d.doError(ctx, reqCtx, err, red, secrets))
 	}
-	body := newGuardedReader(resp.Body, d.cfg.MaxBytes, d.cfg.IdleTimeout, ctx, reqCtx, cancel, red, secrets)
+	body := newGuardedReader(resp.Body, d.cfg.MaxBytes, d.cfg.IdleTimeout, newRateMeter(d.cfg.MinRate, d.cfg.RateWindow),
+		d.cfg.TotalTimeout, ctx, reqCtx, cancel, red, secrets)
 
 	if resp.StatusCode != http.StatusOK {
 		e := statusError(resp, body, red, secrets)
@@ -230,6 +311,29 @@ func (d *Downloader) Open(ctx context.Context, link string) (*Body, error) {
 	}
 	d.log.Debug().Str("url", red).Int64("contentLength", resp.ContentLength).Str("name", name).Msg("download opened")
 	return &Body{ReadCloser: body, Name: name, ContentLength: resp.ContentLength}, nil
+}
+
+// proxy is the Transport's Proxy func. It sends https requests through Config.ProxyURL, or the proxy the
+// environment names for them (HTTPS_PROXY, NO_PROXY; never for localhost), and records the proxy's
+// address so that dialContext lets it through. Plain http is never proxied: CONNECT is used only for
+// https, so the proxy sees the host and port, never the signed URL (unless it intercepts TLS).
+func (d *Downloader) proxy(req *http.Request) (*url.URL, error) {
+	if req.URL.Scheme != "https" {
+		return nil, nil
+	}
+	u := d.proxyURL
+	if u == nil {
+		var err error
+		if u, err = d.envProxy(req); err != nil {
+			// net/http's message quotes the variable's value, which may hold the proxy password.
+			return nil, errors.New("HTTPS_PROXY does not hold a valid proxy URL")
+		}
+		if u == nil {
+			return nil, nil
+		}
+	}
+	d.proxies.Store(proxyAddr(u), true)
+	return u, nil
 }
 
 // checkRedirect re-applies the link rules to every hop and strips anything that could carry a credential

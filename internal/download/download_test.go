@@ -95,6 +95,13 @@ func TestOpenRefusesLink(t *testing.T) {
 		{name: "bare zone", link: blobLink("https://blob.core.windows.net")},
 		{name: "zone as a label of another domain", link: blobLink("https://x.blob.core.windows.net.evil.example")},
 		{name: "ip literal under default rules", link: blobLink("https://169.254.169.254")},
+		{name: "suffix host on port 22", link: blobLink("https://acct.blob.core.windows.net:22")},
+		{name: "suffix host on port 8443", link: blobLink("https://acct.blob.core.windows.net:8443")},
+		{name: "suffix host on http port 80", allowHTTP: true, link: blobLink("http://acct.blob.core.windows.net")},
+		{name: "suffix rule with port, other port", allowed: []string{".blob.test:8443"}, link: blobLink("https://acct.blob.test:9443")},
+		{name: "suffix rule with port, default port", allowed: []string{".blob.test:8443"}, link: blobLink("https://acct.blob.test")},
+		{name: "azure host address literal", link: blobLink("https://168.63.129.16")},
+		{name: "ipv4-compatible literal", link: blobLink("https://[::127.0.0.1]")},
 		{name: "non-ascii host", link: blobLink("https://x.blob.core.windows.net\u3002evil.example")},
 		{name: "relative link", link: "/x?sig=" + testSig},
 	}
@@ -226,15 +233,35 @@ func TestSuffixHostMustBePublic(t *testing.T) {
 	tests := []struct {
 		name    string
 		answers []string
+		v6      bool
 	}{
 		{name: "loopback", answers: []string{"127.0.0.1"}},
 		{name: "metadata then loopback", answers: []string{"169.254.169.254", "127.0.0.1"}},
 		{name: "ipv4-mapped loopback", answers: []string{"::ffff:127.0.0.1"}},
 		{name: "private", answers: []string{"10.0.0.7"}},
+		{name: "azure host address", answers: []string{"168.63.129.16"}},
+		{name: "cgnat", answers: []string{"100.64.0.1"}},
+		{name: "benchmarking", answers: []string{"198.18.0.1"}},
+		{name: "documentation", answers: []string{"203.0.113.9"}},
+		{name: "ipv4-compatible loopback", answers: []string{"::127.0.0.1"}, v6: true},
+		{name: "6to4 of loopback", answers: []string{"2002:7f00:1::1"}, v6: true},
+		{name: "teredo", answers: []string{"2001:0:4136:e378:8000:63bf:3fff:fdd2"}, v6: true},
+		{name: "nat64 of metadata", answers: []string{"64:ff9b::a9fe:a9fe"}, v6: true},
+		{name: "local-use nat64", answers: []string{"64:ff9b:1::808:808"}, v6: true},
+		{name: "ipv6 loopback then unique-local", answers: []string{"::1", "fd00::1"}, v6: true},
+	}
+	// The guard refuses in the dialer's Control func, after the socket is created: IPv6 answers need a
+	// kernel that can create IPv6 sockets.
+	v6, v6err := net.Listen("tcp6", "[::1]:0")
+	if v6err == nil {
+		v6.Close()
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test"}})
+			if tt.v6 && v6err != nil {
+				t.Skipf("no IPv6 sockets here: %v", v6err)
+			}
+			d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test:" + port}})
 			var looked []string
 			d.lookup = func(_ context.Context, host string) ([]netip.Addr, error) {
 				looked = append(looked, host)
@@ -264,7 +291,7 @@ func TestSuffixHostMustBePublic(t *testing.T) {
 	}
 
 	t.Run("literal entry for the same address is allowed", func(t *testing.T) {
-		d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test", srv.addr()}})
+		d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test:" + port, srv.addr()}})
 		b, err := d.Open(ctxT(t), blobLink(srv.URL))
 		if err != nil {
 			t.Fatalf("Open: %v", err)
@@ -277,7 +304,7 @@ func TestSuffixHostMustBePublic(t *testing.T) {
 			w.Header().Set("Location", blobLink("http://acct.blob.test:"+port))
 			w.WriteHeader(http.StatusTemporaryRedirect)
 		})
-		d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test", first.addr()}})
+		d := newTestDownloader(t, Config{AllowHTTP: true, AllowedHosts: []string{".blob.test:" + port, first.addr()}})
 		d.lookup = func(context.Context, string) ([]netip.Addr, error) {
 			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 		}

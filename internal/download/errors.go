@@ -34,6 +34,10 @@ const (
 	// KindCanceled means the caller's context was canceled: normally shutdown. Not Retryable; errors.Is
 	// the error with context.Canceled holds.
 	KindCanceled
+	// KindTooSlow means the body arrived slower than Config.MinRate, averaged over the last
+	// Config.RateWindow spent waiting for the link (a slow drip). Retryable: the link may be fine later,
+	// and a link that stays this slow is retried until the event is dead-lettered.
+	KindTooSlow
 )
 
 // String returns a short lowercase name for the kind, suitable for logs and metric labels.
@@ -53,6 +57,8 @@ func (k Kind) String() string {
 		return "network"
 	case KindCanceled:
 		return "canceled"
+	case KindTooSlow:
+		return "too_slow"
 	default:
 		return "unknown"
 	}
@@ -109,7 +115,7 @@ func (e *Error) Unwrap() error { return e.Err }
 // retryable as such: the caller must first obtain a fresh link.
 func (e *Error) Retryable() bool {
 	switch e.Kind {
-	case KindTimeout, KindNetwork:
+	case KindTimeout, KindNetwork, KindTooSlow:
 		return true
 	case KindStatus:
 		return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout

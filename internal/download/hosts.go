@@ -16,8 +16,12 @@ import (
 type hostRule struct {
 	// suffix is set for a suffix rule (".blob.core.windows.net"), lowercased, with its leading dot.
 	suffix string
-	// host and port are set for a literal rule; port "" matches any port.
-	host, port string
+	// host is set for a literal rule.
+	host string
+	// port is the only port the rule matches. A literal rule without a port has "" and matches any port;
+	// a suffix rule without a port matches only 443 (".blob.core.windows.net" does not allow
+	// "x.blob.core.windows.net:22"), and ".zone:8443" names another one.
+	port string
 }
 
 // match is how a host was allowed, which decides whether the dialled address is checked.
@@ -43,11 +47,18 @@ func parseRule(entry string) (hostRule, error) {
 	case strings.HasPrefix(e, "*"):
 		return hostRule{}, fmt.Errorf("%q: write a suffix rule as %q, without the '*'", e, strings.TrimLeft(e, "*"))
 	case strings.HasPrefix(e, "."):
-		s := normHost(e)
-		if len(s) < 2 || strings.Contains(s, "..") || strings.ContainsAny(s, ":[]@ ") {
-			return hostRule{}, fmt.Errorf("%q is not a valid suffix rule (want e.g. .blob.core.windows.net, no port)", e)
+		suffix, port := e, "443"
+		if h, p, err := net.SplitHostPort(e); err == nil {
+			suffix, port = h, p
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return hostRule{}, fmt.Errorf("%q has an invalid port", e)
+			}
 		}
-		return hostRule{suffix: s}, nil
+		s := normHost(suffix)
+		if len(s) < 2 || strings.Contains(s, "..") || strings.ContainsAny(s, ":[]@ ") {
+			return hostRule{}, fmt.Errorf("%q is not a valid suffix rule (want e.g. .blob.core.windows.net or .zone.example:8443)", e)
+		}
+		return hostRule{suffix: s, port: port}, nil
 	}
 	host, port := e, ""
 	if h, p, err := net.SplitHostPort(e); err == nil {
@@ -68,7 +79,8 @@ func parseRule(entry string) (hostRule, error) {
 func normHost(h string) string { return strings.TrimSuffix(strings.ToLower(h), ".") }
 
 // matchHost reports how host:port is allowed. Literal rules win over suffix rules, so an operator can
-// allow one private mirror inside an otherwise public zone.
+// allow one private mirror inside an otherwise public zone. A suffix rule matches only its own port (443
+// unless the entry names one).
 func (d *Downloader) matchHost(host, port string) match {
 	h := normHost(host)
 	for _, r := range d.rules {
@@ -82,7 +94,7 @@ func (d *Downloader) matchHost(host, port string) match {
 	for _, r := range d.rules {
 		// The suffix includes its leading dot, so "evilblob.core.windows.net" does not match
 		// ".blob.core.windows.net"; the length check refuses the bare zone itself.
-		if r.suffix != "" && len(h) > len(r.suffix) && strings.HasSuffix(h, r.suffix) {
+		if r.suffix != "" && r.port == port && len(h) > len(r.suffix) && strings.HasSuffix(h, r.suffix) {
 			return matchSuffix
 		}
 	}
@@ -141,13 +153,19 @@ type hostError struct{ host string }
 func (e *hostError) Error() string { return fmt.Sprintf("dial to host %q is not allowed", e.host) }
 
 // dialContext is the Transport's dialer. It re-applies the host rules to the address actually dialled:
-// literal hosts are dialled as given; suffix hosts are resolved here and every candidate IP goes through
-// a dialer whose Control func refuses non-public addresses, so DNS answers (including rebinding between
-// lookups) cannot steer us to internal services or cloud metadata.
+// the egress proxy and literal hosts are dialled as given; suffix hosts are resolved here and every
+// candidate IP goes through a dialer whose Control func refuses non-public addresses, so DNS answers
+// (including rebinding between lookups) cannot steer us to internal services or cloud metadata. Through a
+// proxy only the proxy is dialled here: the proxy resolves and connects to the link host itself.
 func (d *Downloader) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := d.proxies.Load(strings.ToLower(addr)); ok {
+		// The egress proxy (Config.ProxyURL or the environment): named by the operator, dialled as given.
+		// What it connects to next is the allow-listed link host, checked by checkURL before the request.
+		return d.dialer.DialContext(ctx, network, addr)
 	}
 	switch d.matchHost(host, port) {
 	case matchLiteral:
@@ -192,27 +210,42 @@ func controlPublicOnly(_, address string, _ syscall.RawConn) error {
 	return nil
 }
 
-// nonPublic lists special-purpose ranges that netip's predicates do not cover.
+// nonPublic lists special-purpose ranges that netip's predicates do not cover. An address in any of them
+// is refused for a host allowed by a suffix rule. The IPv6 transition ranges (IPv4-compatible, 6to4,
+// Teredo, local-use NAT64) are refused whole: they embed, or are relayed to, an IPv4 address that cannot
+// be checked reliably, and Azure Storage is never reached through them.
 var nonPublic = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
-	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
-	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
-	netip.MustParsePrefix("198.51.100.0/24"), // documentation
-	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
-	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
-	netip.MustParsePrefix("fec0::/10"),       // deprecated site-local
-	netip.MustParsePrefix("2001:db8::/32"),   // documentation
-	netip.MustParsePrefix("100::/64"),        // discard
+	netip.MustParsePrefix("0.0.0.0/8"),        // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),    // carrier-grade NAT
+	netip.MustParsePrefix("168.63.129.16/32"), // Azure host (WireServer: DHCP, DNS, health probes, VM agent)
+	netip.MustParsePrefix("192.0.0.0/24"),     // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),     // documentation
+	netip.MustParsePrefix("192.88.99.0/24"),   // 6to4 relay anycast (deprecated)
+	netip.MustParsePrefix("198.18.0.0/15"),    // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"),  // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),   // documentation
+	netip.MustParsePrefix("240.0.0.0/4"),      // reserved, broadcast
+	netip.MustParsePrefix("::/96"),            // IPv4-compatible IPv6 (::a.b.c.d, deprecated), :: and ::1
+	netip.MustParsePrefix("::ffff:0:0:0/96"),  // IPv4-translated (SIIT)
+	netip.MustParsePrefix("64:ff9b:1::/48"),   // local-use NAT64: the embedding is site-defined
+	netip.MustParsePrefix("100::/64"),         // discard
+	netip.MustParsePrefix("2001::/23"),        // IETF protocol assignments, Teredo 2001::/32 included
+	netip.MustParsePrefix("2001:db8::/32"),    // documentation
+	netip.MustParsePrefix("2002::/16"),        // 6to4
+	netip.MustParsePrefix("3fff::/20"),        // documentation
+	netip.MustParsePrefix("5f00::/16"),        // SRv6 segment identifiers
+	netip.MustParsePrefix("fec0::/10"),        // deprecated site-local
 }
 
-// nat64 is the well-known NAT64 prefix; the IPv4 address it embeds is what is really reached.
+// nat64 is the well-known NAT64 prefix; the IPv4 address it embeds is what is really reached, so that
+// address is judged instead (an IPv6-only cluster with DNS64 reaches Azure Storage this way).
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
 
 // isPublic reports whether a is a globally routable unicast address: not loopback, private (RFC 1918,
-// unique-local), link-local (169.254.0.0/16 with the cloud metadata service, fe80::/10), multicast,
-// unspecified or another special-purpose range.
+// unique-local), link-local (169.254.0.0/16 with the cloud metadata service 169.254.169.254, fe80::/10),
+// multicast, unspecified or another special-purpose range (nonPublic). An IPv4-mapped address
+// (::ffff:a.b.c.d) is judged as the IPv4 address it maps, which is what the dialler connects to; a NAT64
+// address (64:ff9b::a.b.c.d) as the IPv4 address it embeds.
 func isPublic(a netip.Addr) bool {
 	a = a.Unmap()
 	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||

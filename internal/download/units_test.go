@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -121,7 +122,8 @@ func TestFileName(t *testing.T) {
 }
 
 func TestMatchHost(t *testing.T) {
-	d, err := New(Config{AllowedHosts: []string{".blob.core.windows.net", ".Blob.Core.UsGovCloudApi.Net.", "mirror.internal", "127.0.0.1:8443", "[::1]:9000"}}, zerolog.Nop())
+	d, err := New(Config{AllowedHosts: []string{".blob.core.windows.net", ".Blob.Core.UsGovCloudApi.Net.", "mirror.internal",
+		"127.0.0.1:8443", "[::1]:9000", ".zone.test:8443"}}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +148,16 @@ func TestMatchHost(t *testing.T) {
 		{"::1", "9000", matchLiteral},
 		{"::1", "9001", matchNone},
 		{"169.254.169.254", "80", matchNone},
+		// A suffix rule matches port 443 only, unless the entry names a port.
+		{"acct.blob.core.windows.net", "22", matchNone},
+		{"acct.blob.core.windows.net", "80", matchNone},
+		{"acct.blob.core.windows.net", "8443", matchNone},
+		{"acct.blob.core.usgovcloudapi.net", "444", matchNone},
+		{"x.zone.test", "8443", matchSuffix},
+		{"x.zone.test", "443", matchNone},
+		{"x.zone.test", "8444", matchNone},
+		{"168.63.129.16", "443", matchNone},
+		{"::127.0.0.1", "443", matchNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+":"+tt.port, func(t *testing.T) {
@@ -183,8 +195,56 @@ func TestIsPublic(t *testing.T) {
 		{"::ffff:127.0.0.1", false},
 		{"::ffff:169.254.169.254", false},
 		{"64:ff9b::a9fe:a9fe", false}, // NAT64 of 169.254.169.254
-		{"64:ff9b::808:808", true},    // NAT64 of 8.8.8.8
+		{"64:ff9b::808:808", true},    // NAT64 of 8.8.8.8 (DNS64 on an IPv6-only cluster)
+		{"64:ff9b::a9f:1", false},     // NAT64 of 10.159.0.1
+		{"64:ff9b::a83f:8110", false}, // NAT64 of 168.63.129.16
 		{"ff02::1", false},
+		// Azure's host address (WireServer) and the metadata service.
+		{"168.63.129.16", false},
+		{"168.63.129.17", true},
+		{"::ffff:168.63.129.16", false},
+		{"169.254.0.1", false},
+		// Special-purpose IPv4 ranges.
+		{"100.127.255.254", false}, // CGNAT 100.64.0.0/10
+		{"100.128.0.1", true},
+		{"198.18.0.1", false}, // benchmarking 198.18.0.0/15
+		{"198.19.255.255", false},
+		{"198.20.0.1", true},
+		{"192.0.2.1", false},       // documentation
+		{"198.51.100.1", false},    // documentation
+		{"203.0.113.1", false},     // documentation
+		{"192.88.99.1", false},     // 6to4 relay anycast
+		{"192.0.0.9", false},       // IETF protocol assignments
+		{"239.255.255.250", false}, // multicast
+		{"240.0.0.1", false},
+		// IPv4-compatible IPv6 (::a.b.c.d) is refused whatever it embeds.
+		{"::127.0.0.1", false},
+		{"::169.254.169.254", false},
+		{"::8.8.8.8", false},
+		// IPv4-mapped forms are judged as the IPv4 address they map (it is what gets dialled).
+		{"::ffff:10.0.0.1", false},
+		{"::ffff:100.64.0.1", false},
+		{"::ffff:8.8.8.8", true},
+		{"::ffff:0:127.0.0.1", false}, // IPv4-translated (SIIT)
+		{"::ffff:0:8.8.8.8", false},
+		// 6to4, Teredo and local-use NAT64 embed or relay to an IPv4 address: refused whole.
+		{"2002:7f00:1::1", false},                       // 6to4 of 127.0.0.1
+		{"2002:a9fe:a9fe::1", false},                    // 6to4 of 169.254.169.254
+		{"2002:808:808::1", false},                      // 6to4 of 8.8.8.8
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", false}, // Teredo
+		{"2001::1", false},
+		{"2001:2::1", false},         // benchmarking
+		{"64:ff9b:1::7f00:1", false}, // local-use NAT64
+		{"64:ff9b:1:ffff::1", false},
+		// Other special-purpose IPv6 ranges.
+		{"2001:db8::1", false},     // documentation
+		{"3fff::1", false},         // documentation
+		{"5f00::1", false},         // SRv6 SIDs
+		{"100::1", false},          // discard
+		{"fec0::1", false},         // site-local
+		{"ff05::1", false},         // multicast
+		{"2a01:111:f100::1", true}, // a Microsoft address
+		{"2001:200::1", true},      // outside 2001::/23
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
@@ -209,10 +269,16 @@ func TestConfigValidate(t *testing.T) {
 		{name: "literal and suffix", cfg: Config{AllowedHosts: []string{".blob.test", "127.0.0.1:8080", "[::1]:1", "host"}}},
 		{name: "every problem at once",
 			cfg: Config{MaxBytes: -1, Timeout: -1, IdleTimeout: -1, TotalTimeout: -1,
-				AllowedHosts: []string{"", "https://x.blob.core.windows.net", "*.blob.core.windows.net", ".", ".x.net:443", "h:0", "h:x"}},
-			want: []string{"MAX_BYTES", "download timeout", "idle timeout", "total timeout", "empty entry", "not a URL",
-				`write a suffix rule as ".blob.core.windows.net"`, `"." is not a valid suffix`, `".x.net:443" is not a valid suffix`,
-				`"h:0" has an invalid port`, `"h:x" has an invalid port`}},
+				MinRate: -1, RateWindow: -1, ProxyURL: "socks5://user:pw@proxy:1080",
+				AllowedHosts: []string{"", "https://x.blob.core.windows.net", "*.blob.core.windows.net", ".", ".x.net:0", ".:443", "h:0", "h:x"}},
+			want: []string{"MAX_BYTES", "download timeout", "idle timeout", "total timeout", "minimum rate", "rate window",
+				`LR_DOWNLOAD_PROXY: scheme "socks5" is not supported`, "empty entry", "not a URL",
+				`write a suffix rule as ".blob.core.windows.net"`, `"." is not a valid suffix`, `".x.net:0" has an invalid port`,
+				`".:443" is not a valid suffix`, `"h:0" has an invalid port`, `"h:x" has an invalid port`}},
+		{name: "suffix rule with a port", cfg: Config{AllowedHosts: []string{".blob.test:8443", ".x.net:443"}}},
+		{name: "proxy", cfg: Config{ProxyURL: "http://user:pw@10.0.0.3:3128", MinRate: 1, TotalTimeout: time.Hour}},
+		{name: "proxy with a path", cfg: Config{ProxyURL: "http://user:secretpw@10.0.0.3:3128/x"},
+			want: []string{"must not have a path"}},
 		{name: "empty list", cfg: Config{AllowedHosts: []string{}}, want: []string{"at least one host"}},
 	}
 	for _, tt := range tests {
