@@ -147,11 +147,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
-	dl, err := download.New(download.Config{
-		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
-		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout, Concurrency: a.cfg.Workers,
-		MinRate: a.cfg.DownloadMinRate, TotalTimeout: a.cfg.DownloadTotalTimeout, ProxyURL: a.cfg.DownloadProxy,
-	}, a.log.With().Str("component", "download").Logger())
+	dl, err := download.New(a.downloadConfig(), a.log.With().Str("component", "download").Logger())
 	if err != nil {
 		return fmt.Errorf("LR_DOWNLOAD_*: %w", err)
 	}
@@ -197,6 +193,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 		Str("version", Version).Msg("relaying")
 	// Run fails only while binding the consumer, before any work started, so it can simply be run again.
 	return a.untilJetStream(ctx, "binding the consumer", func() error { return r.Run(ctx) })
+}
+
+// downloadConfig is the downloader's configuration: the allow-list and every bound.
+func (a *App) downloadConfig() download.Config {
+	return download.Config{
+		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
+		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout, Concurrency: a.cfg.Workers,
+		MinRate: a.cfg.DownloadMinRate, TotalTimeout: a.cfg.DownloadTotalTimeout, ProxyURL: a.cfg.DownloadProxy,
+	}
 }
 
 // commandOptions are the caps of the work on one command.

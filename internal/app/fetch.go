@@ -33,10 +33,7 @@ func Fetch(ctx context.Context, cfg config.Config, log zerolog.Logger, actionID 
 	if !ok {
 		return fmt.Errorf("fetch uses the default tenant: set LR_MDE_TENANT_ID and LR_MDE_CLIENT_ID")
 	}
-	dl, err := download.New(download.Config{
-		AllowHTTP: cfg.DownloadAllowHTTP, AllowedHosts: cfg.DownloadAllowedHosts, MaxBytes: cfg.DownloadMaxBytes,
-		Timeout: cfg.DownloadTimeout, IdleTimeout: cfg.DownloadIdleTimeout,
-	}, log)
+	dl, err := download.New(a.downloadConfig(), log)
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ type Config struct {
 	QuotaSkewMargin  time.Duration `envconfig:"QUOTA_SKEW_MARGIN" default:"250ms" desc:"Clock skew and latency margin added to every window."`
 
 	DownloadAllowHTTP    bool          `envconfig:"DOWNLOAD_ALLOW_HTTP" default:"false" desc:"Allow plain-http result links (tests and the demo only)."`
-	DownloadAllowedHosts []string      `envconfig:"DOWNLOAD_ALLOWED_HOSTS" default:".blob.core.windows.net,.blob.core.usgovcloudapi.net" desc:"Hosts result links may point to: .suffix, or a literal host, host:port or IP."`
+	DownloadAllowedHosts []string      `envconfig:"DOWNLOAD_ALLOWED_HOSTS" default:".blob.core.windows.net,.blob.core.usgovcloudapi.net" desc:"Hosts result links may point to: .suffix (port 443 only, unless written .suffix:port), or a literal host, host:port or IP."`
 	DownloadMaxBytes     int64         `envconfig:"DOWNLOAD_MAX_BYTES" default:"4294967296" desc:"Largest result file downloaded, in bytes (compressed size)."`
 	DownloadTimeout      time.Duration `envconfig:"DOWNLOAD_TIMEOUT" default:"30s" desc:"Connect and response-header timeout of a download."`
 	DownloadIdleTimeout  time.Duration `envconfig:"DOWNLOAD_IDLE_TIMEOUT" default:"60s" desc:"A download that sends no byte for this long is abandoned."`
