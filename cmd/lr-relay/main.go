@@ -229,6 +229,7 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	id := fs.String("action", "", "machine action id (GUID)")
 	index := fs.Int("index", -1, "only this command index (default: every command)")
+	output := fs.String("output", "", "also write script outputs and GetFile files to this directory, whatever their size")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -243,7 +244,7 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
-	if err := app.Fetch(ctx, cfg, log, *id, *index, stdout); err != nil {
+	if err := app.Fetch(ctx, cfg, log, *id, *index, stdout, *output, stderr); err != nil {
 		fmt.Fprintf(stderr, "fetch: %v\n", err)
 		return exitFailure
 	}
