@@ -25,14 +25,14 @@ import (
 
 func TestSafeName(t *testing.T) {
 	for in, want := range map[string]string{
-		"memory.dmp":            "memory.dmp",
-		"../../etc/passwd":      "passwd",
-		`C:\Windows\evil.exe`:   "evil.exe",
-		"..":                    "unnamed",
-		"/":                     "unnamed",
-		".bashrc":               "bashrc",
-		"a b/c:d*e?.txt":        "c_d_e_.txt",
-		"rapport_\xe9t\xe9.doc": "rapport__t_.doc",
+		"memory.dmp":                      "memory.dmp",
+		"../../etc/passwd":                "passwd",
+		`C:\Windows\evil.exe`:             "evil.exe",
+		"..":                              "unnamed",
+		"/":                               "unnamed",
+		".bashrc":                         "bashrc",
+		"a b/c:d*e?.txt":                  "c_d_e_.txt",
+		"rapport_\xe9t\xe9.doc":           "rapport__t_.doc",
 		strings.Repeat("x", 300) + ".log": strings.Repeat("x", 96) + ".log",
 	} {
 		if got := SafeName(in); got != want {
