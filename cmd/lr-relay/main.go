@@ -32,8 +32,9 @@ const usage = `lr-relay relays Microsoft Defender for Endpoint live response res
 
 Usage:
   lr-relay run                         relay events (configuration from LR_* variables, below)
-  lr-relay demo [--json]               the whole pipeline on an embedded JetStream and the built-in
-                                       Defender API simulator; exits 0 when everything was relayed
+  lr-relay demo [--json] [--serve]     the whole pipeline on an embedded JetStream and the built-in
+                                       Defender API simulator; exits 0 when everything was relayed;
+                                       --serve keeps it running to explore (natscli, deadletters)
   lr-relay simulate [--addr A] [--faults F] [--limits L]
                                        serve the Defender API simulator alone (for your playbooks)
   lr-relay fetch --action ID [--index N] [--output DIR]
@@ -175,6 +176,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print every result event as a JSON line")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	serve := fs.Bool("serve", false, "keep JetStream, the simulator and the relay running after the summary, until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -191,9 +193,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, *timeout)
-	defer cancelT()
-	sum, err := demo.Run(ctx, demo.Options{Config: cfg, Logger: log, Out: stdout, JSON: *asJSON})
+	sum, err := demo.Run(ctx, demo.Options{Config: cfg, Logger: log, Out: stdout, JSON: *asJSON, Timeout: *timeout, Serve: *serve})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo failed: %v\n", err)
 		return exitFailure
