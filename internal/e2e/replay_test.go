@@ -37,7 +37,7 @@ func TestReplayAfterFixingTheCause(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "4 dead letters", func() bool { return e.streamMsgs(t, cfg.DeadLetterStream) >= 4 })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	tool := deadletters.New(e.js, deadletters.OptionsFrom(cfg))
 	records, err := tool.List(ctx, deadletters.Filter{})
@@ -79,8 +79,16 @@ func TestReplayAfterFixingTheCause(t *testing.T) {
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d results", len(want)), func() bool {
 		return e.streamMsgs(t, cfg.ResultStream) >= uint64(len(want))
 	})
-	// Give a duplicate or a new dead letter the chance to show up before counting.
-	time.Sleep(300 * time.Millisecond)
+	// Count only once the relay has finished with every event (nothing pending, nothing unacknowledged), so
+	// a duplicate or a new dead letter would be there.
+	waitFor(t, 30*time.Second, "every event acknowledged", func() bool {
+		cons, err := e.js.Consumer(ctx, cfg.SourceStream, cfg.Consumer)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
 	seen := map[string]int{}
 	for _, m := range e.readAll(t, cfg.ResultStream) {
 		var ev result.Event
