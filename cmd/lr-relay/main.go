@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/app"
 	"github.com/lr-relay/lr-relay/internal/config"
+	"github.com/lr-relay/lr-relay/internal/deadletters"
 	"github.com/lr-relay/lr-relay/internal/demo"
 	"github.com/lr-relay/lr-relay/internal/simulator"
 )
@@ -30,12 +32,20 @@ const usage = `lr-relay relays Microsoft Defender for Endpoint live response res
 
 Usage:
   lr-relay run                         relay events (configuration from LR_* variables, below)
-  lr-relay demo [--json]               the whole pipeline on an embedded JetStream and the built-in
-                                       Defender API simulator; exits 0 when everything was relayed
+  lr-relay demo [--json] [--serve]     the whole pipeline on an embedded JetStream and the built-in
+                                       Defender API simulator; exits 0 when everything was relayed;
+                                       --serve keeps it running to explore (natscli, deadletters)
   lr-relay simulate [--addr A] [--faults F] [--limits L]
                                        serve the Defender API simulator alone (for your playbooks)
-  lr-relay fetch --action ID [--index N]
-                                       print one action's results as JSON lines, without NATS
+  lr-relay fetch --action ID [--index N] [--output DIR]
+                                       print one action's results as JSON lines, without NATS;
+                                       --output also writes script outputs and files to DIR
+  lr-relay deadletters list [--reason R] [--since T]
+                                       list the dead-letter records (T: RFC 3339 time or duration)
+  lr-relay deadletters show SEQ        print one record and its original payload
+  lr-relay deadletters replay [--reason R] [--since T] [--dry-run] [--rate N]
+                                       republish the payloads to LR_SOURCE_SUBJECT (N per second),
+                                       deleting each record once its payload has a PubAck
   lr-relay version
   lr-relay --help
 
@@ -74,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSimulate(args[1:], stdout, stderr)
 	case "fetch":
 		return runFetch(args[1:], stdout, stderr)
+	case "deadletters":
+		return runDeadLetters(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lr-relay: unknown command %q\n\n", args[0])
 		printUsage(stderr)
@@ -164,6 +176,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print every result event as a JSON line")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up after this long")
+	serve := fs.Bool("serve", false, "keep JetStream, the simulator and the relay running after the summary, until Ctrl-C")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -180,9 +193,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, *timeout)
-	defer cancelT()
-	sum, err := demo.Run(ctx, demo.Options{Config: cfg, Logger: log, Out: stdout, JSON: *asJSON})
+	sum, err := demo.Run(ctx, demo.Options{Config: cfg, Logger: log, Out: stdout, JSON: *asJSON, Timeout: *timeout, Serve: *serve})
 	if err != nil {
 		fmt.Fprintf(stderr, "demo failed: %v\n", err)
 		return exitFailure
@@ -218,6 +229,7 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	id := fs.String("action", "", "machine action id (GUID)")
 	index := fs.Int("index", -1, "only this command index (default: every command)")
+	output := fs.String("output", "", "also write script outputs and GetFile files to this directory, whatever their size")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -232,9 +244,108 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
-	if err := app.Fetch(ctx, cfg, log, *id, *index, stdout); err != nil {
+	if err := app.Fetch(ctx, cfg, log, *id, *index, stdout, *output, stderr); err != nil {
 		fmt.Fprintf(stderr, "fetch: %v\n", err)
 		return exitFailure
+	}
+	return exitOK
+}
+
+func runDeadLetters(args []string, stdout, stderr io.Writer) int {
+	const use = "usage: lr-relay deadletters list [--reason R] [--since T] | show SEQ | replay [--reason R] [--since T] [--dry-run] [--rate N]"
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, use)
+		return exitUsage
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("deadletters "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var reason, since *string
+	var dryRun *bool
+	var perSecond *float64
+	switch sub {
+	case "list", "replay":
+		reason = fs.String("reason", "", "only records with this reason (e.g. forbidden, unknown_tenant)")
+		since = fs.String("since", "", "only records dead-lettered since this RFC 3339 time, or this long ago (2h)")
+		if sub == "replay" {
+			dryRun = fs.Bool("dry-run", false, "print what would be replayed; publish and delete nothing")
+			perSecond = fs.Float64("rate", 5, "most records republished per second")
+		}
+	case "show":
+	default:
+		fmt.Fprintln(stderr, use)
+		return exitUsage
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitUsage
+	}
+	var seq uint64
+	if sub == "show" {
+		n, err := strconv.ParseUint(fs.Arg(0), 10, 64)
+		if fs.NArg() != 1 || err != nil || n == 0 {
+			fmt.Fprintln(stderr, "deadletters show: want one record sequence (from deadletters list)")
+			return exitUsage
+		}
+		seq = n
+	} else if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "deadletters %s: unexpected argument %q\n", sub, fs.Arg(0))
+		return exitUsage
+	}
+	var filter deadletters.Filter
+	if reason != nil {
+		t, err := deadletters.ParseSince(*since, time.Now())
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		filter = deadletters.Filter{Reason: *reason, Since: t}
+	}
+	cfg, ok := loadConfig(stderr)
+	if !ok {
+		return exitUsage
+	}
+	ctx, cancel := signalContext(newLogger(cfg, stderr))
+	defer cancel()
+	nc, js, err := deadletters.Connect(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "deadletters: %v\n", err)
+		return exitFailure
+	}
+	defer nc.Close()
+	tool := deadletters.New(js, deadletters.OptionsFrom(cfg))
+	switch sub {
+	case "list":
+		entries, err := tool.List(ctx, filter)
+		if err == nil {
+			err = deadletters.WriteList(stdout, entries)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "deadletters list: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stderr, "%d record(s)\n", len(entries))
+	case "show":
+		e, err := tool.Get(ctx, seq)
+		if err != nil {
+			fmt.Fprintf(stderr, "deadletters show: %v\n", err)
+			return exitFailure
+		}
+		payload, perr := tool.Payload(ctx, e)
+		if err := deadletters.WriteShow(stdout, e, payload, perr); err != nil || perr != nil {
+			return exitFailure
+		}
+	case "replay":
+		rep, err := tool.Replay(ctx, deadletters.ReplayOptions{Filter: filter, DryRun: *dryRun, Rate: *perSecond, Out: stdout})
+		note := ""
+		if *dryRun {
+			note = " (dry run: nothing published or deleted)"
+		}
+		fmt.Fprintf(stderr, "%d selected, %d replayed (%d already enqueued by an earlier run), %d skipped%s\n",
+			rep.Selected, rep.Replayed, rep.Duplicates, rep.Skipped, note)
+		if err != nil {
+			fmt.Fprintf(stderr, "deadletters replay: %v\n", err)
+			return exitFailure
+		}
 	}
 	return exitOK
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"strings"
@@ -36,6 +37,11 @@ type Options struct {
 	Out    io.Writer
 	// JSON prints every result event whole, as a JSON line.
 	JSON bool
+	// Timeout bounds the wait for every sample to be accounted for (0: only ctx bounds it).
+	Timeout time.Duration
+	// Serve keeps the embedded server, the simulator and the relay running after the summary, until ctx
+	// ends, and prints how to explore them.
+	Serve bool
 }
 
 // Summary is what the demo saw.
@@ -48,13 +54,17 @@ type Summary struct {
 	CallsDuringRetryAfter int
 	BlobAuthHeaders       int
 	Outcomes              map[string]int
+	// Objects is how many results must reference content in the Object Store (the large samples), and
+	// ObjectsVerified how many did, with the stored object's SHA-256 and size matching the reference and
+	// the content the simulator served.
+	Objects, ObjectsVerified int
 }
 
 // OK reports whether everything was relayed: one result per command, one dead letter per bad event, and no
 // throttling or credential leak at the simulator.
 func (s Summary) OK() bool {
 	return s.Results == s.Commands && s.DeadLetters == s.ExpectedDeadLetters && s.Throttled == 0 &&
-		s.CallsDuringRetryAfter == 0 && s.BlobAuthHeaders == 0
+		s.CallsDuringRetryAfter == 0 && s.BlobAuthHeaders == 0 && s.ObjectsVerified == s.Objects
 }
 
 // badEvent is a sample that must end in the dead-letter stream.
@@ -66,6 +76,8 @@ type badEvent struct {
 // Run runs the demo until every sample is accounted for or ctx ends.
 func Run(ctx context.Context, o Options) (Summary, error) {
 	var sum Summary
+	// With Serve the relay keeps printing while the summary is written: one lock for every line.
+	o.Out = &lockedWriter{w: o.Out}
 	dir, err := os.MkdirTemp("", "lr-relay-demo-")
 	if err != nil {
 		return sum, err
@@ -92,11 +104,14 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer func() { stopSim(); <-simDone }()
 	addr := ln.Addr().String()
 
-	samples := simulator.SampleActions(simulator.DefaultTenantID)
+	large := simulator.LargeSampleActions(simulator.DefaultTenantID)
+	samples := append(simulator.SampleActions(simulator.DefaultTenantID), large...)
 	for _, a := range samples {
 		sim.AddAction(a)
 	}
 	bad := badEvents(sim)
+	objects := expectedObjects(large)
+	sum.Objects = len(objects)
 
 	cfg := o.Config
 	cfg.NATSURL = ns.ClientURL()
@@ -118,7 +133,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		cfg.RetryBackoff = []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Second}
 	}
 
-	out := &printer{w: o.Out, json: o.JSON, outcomes: map[string]int{}}
+	out := &printer{w: o.Out, json: o.JSON, outcomes: map[string]int{}, refs: map[string]*result.ObjectRef{}}
 	allDone := make(chan struct{})
 	var doneOnce sync.Once
 	for _, a := range samples {
@@ -143,11 +158,17 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	defer stopRelay()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(runCtx) }()
+	waitCtx := ctx
+	if o.Timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+	}
 
 	fmt.Fprintf(o.Out, "lr-relay demo: embedded JetStream %s, Defender API simulator http://%s\n", ns.ClientURL(), addr)
 	fmt.Fprintf(o.Out, "publishing %d sample actions (%d commands) and %d bad events to %s\n\n",
 		sum.Events, sum.Commands, len(bad), cfg.SourceSubject)
-	if err := publish(ctx, ns.ClientURL(), cfg, samples, bad); err != nil {
+	if err := publish(waitCtx, ns.ClientURL(), cfg, samples, bad); err != nil {
 		stopRelay()
 		<-runErr
 		return sum, err
@@ -157,24 +178,43 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	case <-allDone:
 	case err := <-runErr:
 		return sum, fmt.Errorf("relay stopped early: %w", err)
-	case <-ctx.Done():
+	case <-waitCtx.Done():
 	}
-	stopRelay()
-	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
-		return sum, err
-	}
+	// The summary counts what happened up to here; with Serve the relay keeps running (and printing).
 	st := sim.Stats()
 	sum.Results, sum.DeadLetters = out.counts()
 	sum.Throttled, sum.CallsDuringRetryAfter, sum.BlobAuthHeaders = st.Throttled, st.CallsDuringRetryAfter, st.BlobAuthHeaders
-	sum.Outcomes = out.outcomes
-	fmt.Fprintf(o.Out, "\nsummary: %d/%d commands relayed, %d/%d bad events dead-lettered, outcomes %v\n",
-		sum.Results, sum.Commands, sum.DeadLetters, sum.ExpectedDeadLetters, sum.Outcomes)
+	sum.Outcomes = out.outcomeCounts()
+	if !o.Serve {
+		stopRelay()
+		if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+			return sum, err
+		}
+	}
+	fmt.Fprintln(o.Out)
+	sum.ObjectsVerified = verifyObjects(waitCtx, o.Out, ns.ClientURL(), out.objectRefs(), objects)
+	fmt.Fprintf(o.Out, "summary: %d/%d commands relayed, %d/%d bad events dead-lettered, %d/%d large results verified in the object store, outcomes %v\n",
+		sum.Results, sum.Commands, sum.DeadLetters, sum.ExpectedDeadLetters, sum.ObjectsVerified, sum.Objects, sum.Outcomes)
 	fmt.Fprintf(o.Out, "simulator: %d link calls, %d action calls, %d token calls, %d throttled (429), %d calls during Retry-After, %d blob downloads\n",
 		st.LinkCalls, st.ActionCalls, st.TokenCalls, st.Throttled, st.CallsDuringRetryAfter, st.BlobDownloads)
 	if sum.OK() {
 		fmt.Fprintln(o.Out, "OK: every command relayed exactly once, every bad event dead-lettered, zero 429s")
 	} else {
 		fmt.Fprintln(o.Out, "NOT OK: see the counts above")
+	}
+	if !o.Serve {
+		return sum, nil
+	}
+	printExplore(o.Out, ns.ClientURL(), addr, cfg, out.objectRefs())
+	select {
+	case <-ctx.Done():
+	case err := <-runErr:
+		return sum, fmt.Errorf("relay stopped: %w", err)
+	}
+	fmt.Fprintln(o.Out, "stopping the demo")
+	stopRelay()
+	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+		return sum, err
 	}
 	return sum, nil
 }
@@ -230,6 +270,17 @@ func publish(ctx context.Context, url string, cfg config.Config, samples []simul
 	return nil
 }
 
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // printer prints results and dead letters as they are published.
 type printer struct {
 	mu       sync.Mutex
@@ -238,6 +289,20 @@ type printer struct {
 	results  int
 	dead     int
 	outcomes map[string]int
+	// refs are the Object Store references of the results, by <actionId>.<index>.
+	refs map[string]*result.ObjectRef
+}
+
+func (p *printer) outcomeCounts() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.outcomes)
+}
+
+func (p *printer) objectRefs() map[string]*result.ObjectRef {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.refs)
 }
 
 func (p *printer) counts() (int, int) {
@@ -251,6 +316,12 @@ func (p *printer) result(ev *result.Event) {
 	defer p.mu.Unlock()
 	p.results++
 	p.outcomes[ev.Outcome]++
+	if ev.Script != nil && ev.Script.OutputObject != nil {
+		p.refs[relay.MsgID(ev.ActionID, ev.Index)] = ev.Script.OutputObject
+	}
+	if ev.File != nil && ev.File.Object != nil {
+		p.refs[relay.MsgID(ev.ActionID, ev.Index)] = ev.File.Object
+	}
 	if p.json {
 		b, _ := json.Marshal(ev)
 		fmt.Fprintln(p.w, string(b))
@@ -268,7 +339,7 @@ func (p *printer) deadLetter(dl *relay.DeadLetter) {
 		fmt.Fprintln(p.w, string(b))
 		return
 	}
-	fmt.Fprintf(p.w, "dead    seq %-4d %-17s %s\n", dl.Sequence, dl.Reason, oneLine(dl.Message, 100))
+	fmt.Fprintf(p.w, "dead    event seq %-4d %-17s %s\n", dl.Sequence, dl.Reason, oneLine(dl.Message, 100))
 }
 
 func describe(ev *result.Event) string {
@@ -288,6 +359,9 @@ func describe(ev *result.Event) string {
 		}
 		if s.InvalidUTF8 {
 			extra += " invalid-utf8"
+		}
+		if s.OutputObject != nil {
+			extra += " object " + s.OutputObject.Bucket + "/" + s.OutputObject.Name
 		}
 		return fmt.Sprintf("%s exit=%s out=%dB%s %q", s.ScriptName, exit, s.OutputBytes, extra, oneLine(s.Output, 40))
 	case ev.File != nil:

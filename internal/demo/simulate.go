@@ -31,7 +31,7 @@ func Simulate(ctx context.Context, o SimulateOptions) error {
 	if err != nil {
 		return err
 	}
-	samples := simulator.SampleActions(simulator.DefaultTenantID)
+	samples := append(simulator.SampleActions(simulator.DefaultTenantID), simulator.LargeSampleActions(simulator.DefaultTenantID)...)
 	for _, a := range samples {
 		sim.AddAction(a)
 	}

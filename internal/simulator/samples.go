@@ -234,3 +234,24 @@ func GenerateActions(n, commandsPerAction, outputBytes int, seed int64) []Action
 	}
 	return out
 }
+
+// Sizes of the large samples: over the default inline cap (64 KiB), so they take the Object Store path.
+const (
+	LargeScriptOutputBytes = 200 << 10
+	LargeGetFileBytes      = 4 << 20
+)
+
+// LargeSampleActions returns one action whose results are too large to go inline: a RunScript output of
+// LargeScriptOutputBytes and a GetFile of LargeGetFileBytes (a memory dump). Their content is generated while
+// it streams (GeneratedReader with the seeds in Results), so nothing large is committed or held in memory.
+// It is deterministic, like SampleActions.
+func LargeSampleActions(tenantID string) []Action {
+	b := &builder{rng: rand.New(rand.NewPCG(20240514, 3)), tenant: tenantID}
+	ma := b.action("Succeeded", "ws-finance-07.contoso.local", "Full process inventory and memory dump",
+		runScript(action.StatusCompleted, "Get-FullInventory.ps1", "-AllProperties"),
+		getFile(action.StatusCompleted, `C:\Windows\TEMP\OfficeClickToRun.dmp`))
+	return []Action{{MachineAction: ma, Results: map[int]Content{
+		0: {Size: LargeScriptOutputBytes, Seed: 101},
+		1: {Size: LargeGetFileBytes, Seed: 102},
+	}}}
+}
