@@ -317,10 +317,10 @@ func (p *printer) result(ev *result.Event) {
 	p.results++
 	p.outcomes[ev.Outcome]++
 	if ev.Script != nil && ev.Script.OutputObject != nil {
-		p.refs[relay.MsgID(ev.ActionID, ev.Index)] = ev.Script.OutputObject
+		p.refs[relay.MsgID(ev.Tenant, ev.ActionID, ev.Index)] = ev.Script.OutputObject
 	}
 	if ev.File != nil && ev.File.Object != nil {
-		p.refs[relay.MsgID(ev.ActionID, ev.Index)] = ev.File.Object
+		p.refs[relay.MsgID(ev.Tenant, ev.ActionID, ev.Index)] = ev.File.Object
 	}
 	if p.json {
 		b, _ := json.Marshal(ev)

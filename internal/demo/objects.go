@@ -18,6 +18,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 // expected is the content the simulator serves for one large result: its size and SHA-256.
@@ -38,7 +39,7 @@ func expectedObjects(large []simulator.Action) map[string]expected {
 			}
 			h := sha256.New()
 			n, _ := io.Copy(h, simulator.GeneratedReader(content.Size, content.Seed))
-			out[relay.MsgID(a.MachineAction.ID, c.Index)] = expected{size: n, sha256: hex.EncodeToString(h.Sum(nil))}
+			out[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, c.Index)] = expected{size: n, sha256: hex.EncodeToString(h.Sum(nil))}
 		}
 	}
 	return out

@@ -13,6 +13,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 // TestReplayAfterFixingTheCause dead-letters events for causes an operator can fix (the API answers 403 for
@@ -73,7 +74,7 @@ func TestReplayAfterFixingTheCause(t *testing.T) {
 	want := map[string]bool{}
 	for _, a := range gen {
 		for _, c := range a.MachineAction.Commands {
-			want[relay.MsgID(a.MachineAction.ID, c.Index)] = true
+			want[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, c.Index)] = true
 		}
 	}
 	waitFor(t, 30*time.Second, fmt.Sprintf("%d results", len(want)), func() bool {
@@ -95,7 +96,7 @@ func TestReplayAfterFixingTheCause(t *testing.T) {
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatal(err)
 		}
-		seen[relay.MsgID(ev.ActionID, ev.Index)]++
+		seen[relay.MsgID(ev.Tenant, ev.ActionID, ev.Index)]++
 		if ev.Outcome != result.OutcomeRelayed || ev.CommandType != action.TypeRunScript {
 			t.Errorf("result %s: %s %s, want a relayed RunScript", m.Subject, ev.CommandType, ev.Outcome)
 		}
