@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // decodeStrict decodes JSON, failing on any field the target type does not know: a misspelt JetStream
@@ -194,19 +196,15 @@ func TestNATSDefinitionsOnServer(t *testing.T) {
 
 	// The consumer's pending count follows the stream asynchronously: poll for it.
 	var info *jetstream.ConsumerInfo
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		info, err = cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if info, err = cons.Info(ctx); err != nil {
+			return err
 		}
-		if info.NumPending == 1 || time.Now().After(deadline) {
-			break
+		if info.NumPending != 1 {
+			return fmt.Errorf("got %d pending on the consumer, want the 1 source event", info.NumPending)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if info.NumPending != 1 {
-		t.Errorf("got %d pending on the consumer, want the 1 source event", info.NumPending)
-	}
+		return nil
+	})
 	if info.Config.InactiveThreshold != 0 {
 		t.Errorf("got inactive threshold %v on the server, want none", info.Config.InactiveThreshold)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -385,7 +386,7 @@ func TestUnauthorizedRefreshesOnce(t *testing.T) {
 }
 
 func TestThrottling(t *testing.T) {
-	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // where the clock of every synctest bubble starts
 	tests := []struct {
 		name       string
 		retryAfter string
@@ -398,38 +399,40 @@ func TestThrottling(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			var mu sync.Mutex
-			calls := 0
-			h.setAPI(func(w http.ResponseWriter, r *http.Request) {
-				mu.Lock()
-				calls++
-				n := calls
-				mu.Unlock()
-				if n <= 2 {
-					if tt.retryAfter != "" {
-						w.Header().Set("Retry-After", tt.retryAfter)
+			synctest.Test(t, func(t *testing.T) { // the client reads the bubble's clock, which stands at now
+				h := newPipeHarness(t, nil)
+				var mu sync.Mutex
+				calls := 0
+				h.setAPI(func(w http.ResponseWriter, r *http.Request) {
+					mu.Lock()
+					calls++
+					n := calls
+					mu.Unlock()
+					if n <= 2 {
+						if tt.retryAfter != "" {
+							w.Header().Set("Retry-After", tt.retryAfter)
+						}
+						writeJSON(w, 429, apiErrorBody("TooManyRequests", "slow down", "t"))
+						return
 					}
-					writeJSON(w, 429, apiErrorBody("TooManyRequests", "slow down", "t"))
-					return
+					writeJSON(w, 200, map[string]any{"value": "https://a.blob.core.windows.net/x"})
+				})
+				if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
+					t.Fatalf("GetResultLink: %v", err)
 				}
-				writeJSON(w, 200, map[string]any{"value": "https://a.blob.core.windows.net/x"})
+				waits, pauses := h.lim.snapshot()
+				if len(waits) != 3 {
+					t.Errorf("limiter waits = %d, want 3", len(waits))
+				}
+				if len(pauses) != 2 {
+					t.Fatalf("pauses = %+v, want 2", pauses)
+				}
+				for _, p := range pauses {
+					if p.key != "acme/links" || !p.until.Equal(now.Add(tt.want)) {
+						t.Errorf("pause = %s until %s, want acme/links until %s", p.key, p.until, now.Add(tt.want))
+					}
+				}
 			})
-			if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
-				t.Fatalf("GetResultLink: %v", err)
-			}
-			waits, pauses := h.lim.snapshot()
-			if len(waits) != 3 {
-				t.Errorf("limiter waits = %d, want 3", len(waits))
-			}
-			if len(pauses) != 2 {
-				t.Fatalf("pauses = %+v, want 2", pauses)
-			}
-			for _, p := range pauses {
-				if p.key != "acme/links" || !p.until.Equal(now.Add(tt.want)) {
-					t.Errorf("pause = %s until %s, want acme/links until %s", p.key, p.until, now.Add(tt.want))
-				}
-			}
 		})
 	}
 	t.Run("retries exhausted", func(t *testing.T) {

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 func TestTokenCachedAcrossCalls(t *testing.T) {
@@ -58,7 +61,12 @@ func TestTokenSingleflight(t *testing.T) {
 	}
 	// Wait until the first token request has arrived; the other callers queue behind it (the token is taken
 	// before the limiter, so a late caller finds it cached: either way one token request must serve all).
-	waitFor(t, func() bool { return h.tokenHits.Load() > 0 })
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if h.tokenHits.Load() == 0 {
+			return errors.New("no token request has arrived")
+		}
+		return nil
+	})
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -108,17 +116,6 @@ func TestTokenLeaderCancelled(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestTokenRefreshNearExpiry(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -132,27 +129,29 @@ func TestTokenRefreshNearExpiry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.setToken(func(w http.ResponseWriter, r *http.Request) {
-				writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": tt.expiresIn,
-					"access_token": fmt.Sprintf("tok-%d", h.tokenHits.Load())})
-			})
-			call := func() string {
-				t.Helper()
-				if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
-					t.Fatalf("GetResultLink: %v", err)
+			synctest.Test(t, func(t *testing.T) { // time.Sleep moves the bubble's fake clock
+				h := newPipeHarness(t, nil)
+				h.setToken(func(w http.ResponseWriter, r *http.Request) {
+					writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": tt.expiresIn,
+						"access_token": fmt.Sprintf("tok-%d", h.tokenHits.Load())})
+				})
+				call := func() string {
+					t.Helper()
+					if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
+						t.Fatalf("GetResultLink: %v", err)
+					}
+					return h.request().Header.Get("Authorization")
 				}
-				return h.request().Header.Get("Authorization")
-			}
-			call()
-			h.clock.Advance(tt.stillOK)
-			if got := call(); got != "Bearer tok-1" || h.tokenHits.Load() != 1 {
-				t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-1, 1", tt.stillOK, got, h.tokenHits.Load())
-			}
-			h.clock.Advance(tt.refresh - tt.stillOK)
-			if got := call(); got != "Bearer tok-2" || h.tokenHits.Load() != 2 {
-				t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-2, 2", tt.refresh, got, h.tokenHits.Load())
-			}
+				call()
+				time.Sleep(tt.stillOK)
+				if got := call(); got != "Bearer tok-1" || h.tokenHits.Load() != 1 {
+					t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-1, 1", tt.stillOK, got, h.tokenHits.Load())
+				}
+				time.Sleep(tt.refresh - tt.stillOK)
+				if got := call(); got != "Bearer tok-2" || h.tokenHits.Load() != 2 {
+					t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-2, 2", tt.refresh, got, h.tokenHits.Load())
+				}
+			})
 		})
 	}
 }

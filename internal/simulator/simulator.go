@@ -63,8 +63,6 @@ type Config struct {
 	Seed int64
 	// Log receives one debug event per decision; it never carries tokens, secrets or SAS signatures.
 	Log zerolog.Logger
-	// Clock returns the current time; nil means time.Now. Timers (hangs, slow drip) still use real time.
-	Clock func() time.Time
 }
 
 // Credentials are one tenant's accepted client credentials.
@@ -135,7 +133,6 @@ type Stats struct {
 // Simulator is the simulated API. Create it with New.
 type Simulator struct {
 	log      zerolog.Logger
-	now      func() time.Time
 	linkTTL  time.Duration
 	tokenTTL time.Duration
 	creds    map[string]Credentials
@@ -189,9 +186,6 @@ func New(cfg Config) (*Simulator, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
 	var problems []error
 	linkWin, err := ParseWindows(cfg.LinkLimits)
 	if err != nil {
@@ -227,7 +221,6 @@ func New(cfg Config) (*Simulator, error) {
 	}
 	s := &Simulator{
 		log:       cfg.Log.With().Str("component", "simulator").Logger(),
-		now:       cfg.Clock,
 		linkTTL:   cfg.LinkTTL,
 		tokenTTL:  cfg.TokenTTL,
 		creds:     creds,
