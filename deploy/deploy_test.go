@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/yaml"
 
+	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 	"github.com/lr-relay/lr-relay/internal/testutil"
 )
@@ -210,51 +208,20 @@ func TestNATSDefinitionsOnServer(t *testing.T) {
 	}
 }
 
-// configVars reads the LR_ variables and their defaults from internal/config's source (not its compiled
-// package, so that this test does not depend on that package building).
+// configVars returns the LR_ variables of internal/config and their defaults, from the envconfig tags of
+// config.Config: the names and defaults that envconfig itself reads.
 func configVars(t *testing.T) map[string]string {
 	t.Helper()
-	paths, err := filepath.Glob("../internal/config/*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	vars := map[string]string{}
-	fset := token.NewFileSet()
-	for _, p := range paths {
-		if strings.HasSuffix(p, "_test.go") {
-			continue
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		tag := typ.Field(i).Tag
+		if name := tag.Get("envconfig"); name != "" {
+			vars[config.Prefix+"_"+name] = tag.Get("default")
 		}
-		file, err := parser.ParseFile(fset, p, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatalf("parsing %s: %v", p, err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			ts, ok := n.(*ast.TypeSpec)
-			if !ok || ts.Name.Name != "Config" {
-				return true
-			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				return false
-			}
-			for _, field := range st.Fields.List {
-				if field.Tag == nil {
-					continue
-				}
-				raw, err := strconv.Unquote(field.Tag.Value)
-				if err != nil {
-					continue
-				}
-				tag := reflect.StructTag(raw)
-				if name := tag.Get("envconfig"); name != "" {
-					vars["LR_"+name] = tag.Get("default")
-				}
-			}
-			return false
-		})
 	}
 	if len(vars) == 0 {
-		t.Fatal("found no envconfig fields in ../internal/config/*.go: update configVars")
+		t.Fatal("found no envconfig fields in config.Config: update configVars")
 	}
 	return vars
 }
