@@ -246,7 +246,7 @@ func checkURL(name, raw string) (string, error) {
 
 // GetAction reads the machine action id (GET {api}/api/machineactions/{id}). HasCommands is set when the
 // answer had a "commands" key at all. Errors: ErrInvalidArgument, *APIError (404 for an unknown or invisible
-// action), *TokenError, ErrBadResponse, or a transport error; see IsRetryable.
+// action), *TokenError, ErrBadResponse, or a transport error.
 func (c *Client) GetAction(ctx context.Context, id string) (*action.MachineAction, error) {
 	if !action.IsGUID(id) {
 		return nil, fmt.Errorf("%w: action id %q is not a GUID", ErrInvalidArgument, shorten(id, 64))
@@ -405,7 +405,7 @@ func resultLabel(status int) string {
 }
 
 // transportError marks the client's own timeout (the caller's context still alive) as such, so that
-// IsRetryable can tell it from the caller giving up.
+// isTransient can tell it from the caller giving up.
 func (c *Client) transportError(ctx, reqCtx context.Context, o op, err error) error {
 	if ctx.Err() == nil && (reqCtx.Err() != nil || isTimeout(err)) {
 		return &timeoutError{op: o.Name, timeout: c.timeout, err: err}

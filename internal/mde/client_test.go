@@ -143,8 +143,8 @@ func TestGetResultLinkBadAnswers(t *testing.T) {
 			if !errors.Is(err, ErrBadResponse) {
 				t.Fatalf("error = %v, want ErrBadResponse", err)
 			}
-			if IsRetryable(err) {
-				t.Errorf("IsRetryable(%v) = true, want false", err)
+			if isRetryable(err) {
+				t.Errorf("isRetryable(%v) = true, want false", err)
 			}
 			if strings.Contains(err.Error(), "SIGNATURE") {
 				t.Errorf("error %q leaks the SAS signature", err)
@@ -296,8 +296,8 @@ func TestAPIErrors(t *testing.T) {
 			if got := ae.Retryable(); got != tt.retryable {
 				t.Errorf("Retryable() = %v, want %v", got, tt.retryable)
 			}
-			if got := IsRetryable(fmt.Errorf("wrapped: %w", err)); got != tt.retryable {
-				t.Errorf("IsRetryable(wrapped) = %v, want %v", got, tt.retryable)
+			if got := isRetryable(fmt.Errorf("wrapped: %w", err)); got != tt.retryable {
+				t.Errorf("isRetryable(wrapped) = %v, want %v", got, tt.retryable)
 			}
 			msg := err.Error()
 			for _, want := range []string{"get result link", fmt.Sprint(tt.status), tt.code, target} {
@@ -376,8 +376,8 @@ func TestUnauthorizedRefreshesOnce(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Status != 401 {
 			t.Fatalf("error = %v, want *APIError with status 401", err)
 		}
-		if IsRetryable(err) {
-			t.Errorf("IsRetryable = true, want false")
+		if isRetryable(err) {
+			t.Errorf("isRetryable = true, want false")
 		}
 		if tok, api := h.tokenHits.Load(), h.apiHits.Load(); tok != 2 || api != 2 {
 			t.Errorf("token requests, api requests = %d, %d; want 2, 2", tok, api)
@@ -446,8 +446,8 @@ func TestThrottling(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Status != 429 || ae.RetryAfter != 30*time.Second {
 			t.Fatalf("error = %v, want *APIError 429 with RetryAfter 30s", err)
 		}
-		if !IsRetryable(err) {
-			t.Error("IsRetryable = false, want true")
+		if !isRetryable(err) {
+			t.Error("isRetryable = false, want true")
 		}
 		waits, pauses := h.lim.snapshot()
 		if api := h.apiHits.Load(); api != 3 || len(waits) != 3 || len(pauses) != 3 {
@@ -488,8 +488,8 @@ func TestLimiterError(t *testing.T) {
 	h := newHarness(t, nil)
 	h.lim.waitErr = context.Canceled
 	_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-	if !errors.Is(err, context.Canceled) || IsRetryable(err) {
-		t.Errorf("error = %v (retryable %v), want context.Canceled, not retryable", err, IsRetryable(err))
+	if !errors.Is(err, context.Canceled) || isRetryable(err) {
+		t.Errorf("error = %v (retryable %v), want context.Canceled, not retryable", err, isRetryable(err))
 	}
 	if n := h.apiHits.Load(); n != 0 {
 		t.Errorf("api requests = %d, want 0", n)

@@ -128,7 +128,7 @@ func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 }
 
 // tokenLifetime reads expires_in as sent (a number, or a string in older Entra answers) rather than the
-// Expiry that x/oauth2 computes from the wall clock, so that an injected clock governs refreshes.
+// Expiry that x/oauth2 computes on receipt, so that the lifetime counts from when the request was sent.
 func tokenLifetime(tk *oauth2.Token) time.Duration {
 	switch v := tk.Extra("expires_in").(type) {
 	case float64:

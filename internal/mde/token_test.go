@@ -106,7 +106,7 @@ func TestTokenLeaderCancelled(t *testing.T) {
 		followerErr <- err
 	}()
 	cancel()
-	if err := <-leaderErr; !errors.Is(err, context.Canceled) || IsRetryable(err) {
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) || isRetryable(err) {
 		t.Errorf("leader error = %v, want context.Canceled and not retryable", err)
 	}
 	<-arrived // the follower takes over with its own request
@@ -194,8 +194,8 @@ func TestTokenErrors(t *testing.T) {
 			if te.Status != tt.wantStatus || te.Code != tt.wantCode {
 				t.Errorf("TokenError status, code = %d, %q; want %d, %q", te.Status, te.Code, tt.wantStatus, tt.wantCode)
 			}
-			if te.Retryable() != tt.retryable || IsRetryable(err) != tt.retryable {
-				t.Errorf("Retryable, IsRetryable = %v, %v; want %v", te.Retryable(), IsRetryable(err), tt.retryable)
+			if te.Retryable() != tt.retryable || isRetryable(err) != tt.retryable {
+				t.Errorf("Retryable, isRetryable = %v, %v; want %v", te.Retryable(), isRetryable(err), tt.retryable)
 			}
 			if !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Errorf("Error() = %q, want it to contain %q", err, tt.wantInErr)
@@ -215,7 +215,7 @@ func TestTokenErrors(t *testing.T) {
 		})
 		_, err := h.client.GetAction(context.Background(), testActionID)
 		var te *TokenError
-		if !errors.As(err, &te) || IsRetryable(err) {
+		if !errors.As(err, &te) || isRetryable(err) {
 			t.Errorf("error = %v, want a permanent *TokenError", err)
 		}
 	})
@@ -223,7 +223,7 @@ func TestTokenErrors(t *testing.T) {
 		h := newHarness(t, func(c *Config) { c.TokenURL = "http://127.0.0.1:1/{tenant}/token" })
 		_, err := h.client.GetAction(context.Background(), testActionID)
 		var te *TokenError
-		if !errors.As(err, &te) || te.Status != 0 || !IsRetryable(err) {
+		if !errors.As(err, &te) || te.Status != 0 || !isRetryable(err) {
 			t.Errorf("error = %v, want a retryable *TokenError with no status", err)
 		}
 	})

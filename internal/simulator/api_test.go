@@ -142,9 +142,9 @@ func TestTokenFlowAndAuth(t *testing.T) {
 	})
 	t.Run("revoked token", func(t *testing.T) {
 		fresh := e.token()
-		e.sim.RevokeTokens()
+		e.sim.revokeTokens()
 		if status, _, _ := e.get(e.actionURL(testID), fresh); status != http.StatusUnauthorized {
-			t.Errorf("status = %d, want 401 after RevokeTokens", status)
+			t.Errorf("status = %d, want 401 after revokeTokens", status)
 		}
 	})
 	t.Run("basic auth client credentials", func(t *testing.T) {

@@ -55,6 +55,13 @@ func newPipeEnv(t testing.TB, cfg Config) *env {
 	return &env{t: t, sim: sim, srv: srv}
 }
 
+// revokeTokens forgets every issued token, so the next API call answers 401.
+func (s *Simulator) revokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
 // token obtains a token with the real oauth2 client, for the default demo credentials.
 func (e *env) token() string {
 	e.t.Helper()

@@ -303,14 +303,6 @@ func (s *Simulator) AddAction(a Action) {
 	s.actions[strings.ToLower(ma.ID)] = Action{MachineAction: ma, Forbidden: a.Forbidden, Results: results}
 }
 
-// RevokeTokens forgets every issued token, so the next API call answers 401: a way to test the relay's
-// refresh-once path.
-func (s *Simulator) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.tokens)
-}
-
 // SetFaults replaces the fault settings at run time. A 5xx burst in progress runs to its end, since a burst
 // is "the next k calls" whatever happens meanwhile.
 func (s *Simulator) SetFaults(f Faults) error {
