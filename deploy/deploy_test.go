@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"go/ast"
-	"go/parser"
-	"go/token"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"sigs.k8s.io/yaml"
 
+	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // decodeStrict decodes JSON, failing on any field the target type does not know: a misspelt JetStream
@@ -194,69 +194,34 @@ func TestNATSDefinitionsOnServer(t *testing.T) {
 
 	// The consumer's pending count follows the stream asynchronously: poll for it.
 	var info *jetstream.ConsumerInfo
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		info, err = cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if info, err = cons.Info(ctx); err != nil {
+			return err
 		}
-		if info.NumPending == 1 || time.Now().After(deadline) {
-			break
+		if info.NumPending != 1 {
+			return fmt.Errorf("got %d pending on the consumer, want the 1 source event", info.NumPending)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if info.NumPending != 1 {
-		t.Errorf("got %d pending on the consumer, want the 1 source event", info.NumPending)
-	}
+		return nil
+	})
 	if info.Config.InactiveThreshold != 0 {
 		t.Errorf("got inactive threshold %v on the server, want none", info.Config.InactiveThreshold)
 	}
 }
 
-// configVars reads the LR_ variables and their defaults from internal/config's source (not its compiled
-// package, so that this test does not depend on that package building).
+// configVars returns the LR_ variables of internal/config and their defaults, from the envconfig tags of
+// config.Config: the names and defaults that envconfig itself reads.
 func configVars(t *testing.T) map[string]string {
 	t.Helper()
-	paths, err := filepath.Glob("../internal/config/*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
 	vars := map[string]string{}
-	fset := token.NewFileSet()
-	for _, p := range paths {
-		if strings.HasSuffix(p, "_test.go") {
-			continue
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		tag := typ.Field(i).Tag
+		if name := tag.Get("envconfig"); name != "" {
+			vars[config.Prefix+"_"+name] = tag.Get("default")
 		}
-		file, err := parser.ParseFile(fset, p, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatalf("parsing %s: %v", p, err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			ts, ok := n.(*ast.TypeSpec)
-			if !ok || ts.Name.Name != "Config" {
-				return true
-			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				return false
-			}
-			for _, field := range st.Fields.List {
-				if field.Tag == nil {
-					continue
-				}
-				raw, err := strconv.Unquote(field.Tag.Value)
-				if err != nil {
-					continue
-				}
-				tag := reflect.StructTag(raw)
-				if name := tag.Get("envconfig"); name != "" {
-					vars["LR_"+name] = tag.Get("default")
-				}
-			}
-			return false
-		})
 	}
 	if len(vars) == 0 {
-		t.Fatal("found no envconfig fields in ../internal/config/*.go: update configVars")
+		t.Fatal("found no envconfig fields in config.Config: update configVars")
 	}
 	return vars
 }

@@ -4,15 +4,13 @@
 // Three documents cross the service's boundary: the "live response finished" event it consumes
 // (event.schema.json), the result event it publishes per command (result.schema.json) and the dead-letter
 // record it publishes when it gives up on an event (deadletter.schema.json). The schemas are embedded so that
-// the binary validates against exactly the contract it ships with, and so that --help and the docs can show
-// them.
+// the binary validates against exactly the contract it ships with.
 package schemas
 
 import (
 	"bytes"
 	"embed"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"slices"
 	"strings"
@@ -21,7 +19,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 )
 
-// File names of the embedded schemas, as Files serves them.
+// File names of the embedded schemas.
 const (
 	EventFile      = "event.schema.json"
 	ResultFile     = "result.schema.json"
@@ -41,9 +39,6 @@ const baseURL = "https://github.com/lr-relay/lr-relay/schemas/"
 
 //go:embed *.json
 var files embed.FS
-
-// Files returns the embedded schema files (EventFile, ResultFile, DeadLetterFile), read-only.
-func Files() fs.FS { return files }
 
 // Validator validates documents against the three schemas. It is immutable once built and safe for
 // concurrent use by any number of goroutines.

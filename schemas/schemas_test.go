@@ -343,7 +343,7 @@ func TestValidateResult(t *testing.T) {
 // properties, and the fields without omitempty with the schema's required list, so that a field added to
 // result.Event without the schema (or the reverse) fails here even when no sample sets it.
 func TestResultSchemaMatchesGoTypes(t *testing.T) {
-	b, err := fs.ReadFile(Files(), ResultFile)
+	b, err := fs.ReadFile(files, ResultFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +499,7 @@ func TestValidateDeadLetter(t *testing.T) {
 func TestFiles(t *testing.T) {
 	for _, name := range []string{EventFile, ResultFile, DeadLetterFile} {
 		t.Run(name, func(t *testing.T) {
-			b, err := fs.ReadFile(Files(), name)
+			b, err := fs.ReadFile(files, name)
 			if err != nil {
 				t.Fatalf("got error %v, want the embedded file", err)
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // startJS boots an embedded JetStream server with file storage and returns a client for it.
@@ -57,13 +58,12 @@ func chunkSubjects(t testing.TB, st *Store) map[string]uint64 {
 // really on the server.
 func waitChunks(t testing.TB, st *Store, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(chunkSubjects(t, st)) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("chunk subjects = %v, want %d", chunkSubjects(t, st), n)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if got := chunkSubjects(t, st); len(got) != n {
+			return fmt.Errorf("chunk subjects = %v, want %d", got, n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // put writes data through an Opener sink in uneven writes and commits.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // dripServer sends one byte every `every` until the client goes away; done closes when the handler
@@ -102,12 +104,12 @@ func TestMinRate(t *testing.T) {
 			t.Errorf("abandoned after %v of waiting, want within [%v, %v)", m.waited, window, window+d.cfg.IdleTimeout)
 		}
 		// The transfer is aborted, not drained: the server sees the connection go.
-		waitFor(t, "drip handler to see the connection close", func() bool {
+		testutil.Eventually(t, 10*time.Second, func() error {
 			select {
 			case <-done:
-				return true
+				return nil
 			default:
-				return false
+				return errors.New("the drip handler has not seen the connection close")
 			}
 		})
 	})

@@ -422,14 +422,7 @@ func TestTimeouts(t *testing.T) {
 		if el := time.Since(start); el > 5*time.Second {
 			t.Errorf("idle timeout took %v", el)
 		}
-		waitFor(t, "server handler to see the connection close", func() bool {
-			select {
-			case <-done:
-				return true
-			default:
-				return false
-			}
-		})
+		waitClosed(t, done)
 	})
 
 	t.Run("slow drip hits total timeout", func(t *testing.T) {
@@ -471,14 +464,7 @@ func TestTimeouts(t *testing.T) {
 		if kind := kindOf(err); kind != KindTimeout {
 			t.Errorf("kind = %v, want %v (err %v)", kind, KindTimeout, err)
 		}
-		waitFor(t, "server handler to return", func() bool {
-			select {
-			case <-done:
-				return true
-			default:
-				return false
-			}
-		})
+		waitClosed(t, done)
 	})
 }
 
@@ -508,14 +494,7 @@ func TestCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("errors.Is(%v, context.Canceled) = false, want true", err)
 		}
-		waitFor(t, "server handler to return", func() bool {
-			select {
-			case <-done:
-				return true
-			default:
-				return false
-			}
-		})
+		waitClosed(t, done)
 	})
 
 	t.Run("before open", func(t *testing.T) {

@@ -1,7 +1,6 @@
 package download
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // testSig is the SAS signature of every link in this suite, raw (URL-encoded) and decoded. No error
@@ -66,29 +67,11 @@ func assertErrNoSecret(t *testing.T, err error) {
 	}
 }
 
-// syncBuffer is a log sink shared between the downloader and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newTestDownloader builds a Downloader with the suite clock and a debug logger whose whole output is
 // checked for the signature when the test ends. Servers passed in are trusted for TLS.
 func newTestDownloader(t *testing.T, cfg Config, tlsServers ...*httptest.Server) *Downloader {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return fixedNow }
 	}
@@ -158,16 +141,17 @@ func kindOf(err error) Kind {
 	return 0
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitClosed waits until done is closed, for a server handler to return.
+func waitClosed(t *testing.T, done <-chan struct{}) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return errors.New("the server handler has not returned")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	})
 }
 
 // ctxT returns a context bounded by the test.

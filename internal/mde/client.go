@@ -94,12 +94,8 @@ type Limiter interface {
 type Option func(*options)
 
 type options struct {
-	now func() time.Time
 	reg prometheus.Registerer
 }
-
-// WithClock replaces time.Now, for tests of token expiry and Retry-After dates.
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithRegisterer registers the client's metrics (lr_mde_*) with reg. Clients of several tenants may
 // share one registerer.
@@ -116,7 +112,6 @@ type Client struct {
 	http        *http.Client
 	limiter     Limiter
 	log         zerolog.Logger
-	now         func() time.Time
 	tokens      *tokenCache
 	metrics     *metrics
 }
@@ -133,7 +128,7 @@ var (
 // client; its own Timeout, if any, applies on top of RequestTimeout. limiter is required: calling Defender
 // without one would meet 429s instead of avoiding them.
 func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logger, opts ...Option) (*Client, error) {
-	o := options{now: time.Now}
+	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -167,9 +162,6 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 	if limiter == nil {
 		errs = append(errs, errors.New("mde: a Limiter is required"))
 	}
-	if o.now == nil {
-		errs = append(errs, errors.New("mde: WithClock needs a non-nil function"))
-	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -183,7 +175,6 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 		secret:      cfg.ClientSecret,
 		http:        httpClient,
 		limiter:     limiter,
-		now:         o.now,
 	}
 	switch {
 	case c.maxThrottle == 0:
@@ -211,7 +202,6 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 			AuthStyle: oauth2.AuthStyleInParams,
 		},
 		http:    c.http,
-		now:     c.now,
 		timeout: c.timeout,
 		log:     c.log,
 		metrics: c.metrics,
@@ -256,7 +246,7 @@ func checkURL(name, raw string) (string, error) {
 
 // GetAction reads the machine action id (GET {api}/api/machineactions/{id}). HasCommands is set when the
 // answer had a "commands" key at all. Errors: ErrInvalidArgument, *APIError (404 for an unknown or invisible
-// action), *TokenError, ErrBadResponse, or a transport error; see IsRetryable.
+// action), *TokenError, ErrBadResponse, or a transport error.
 func (c *Client) GetAction(ctx context.Context, id string) (*action.MachineAction, error) {
 	if !action.IsGUID(id) {
 		return nil, fmt.Errorf("%w: action id %q is not a GUID", ErrInvalidArgument, shorten(id, 64))
@@ -347,7 +337,7 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 				continue
 			}
 		case http.StatusTooManyRequests:
-			until := c.now().Add(apiErr.RetryAfter)
+			until := time.Now().Add(apiErr.RetryAfter)
 			c.limiter.Pause(key, until)
 			retry := throttled < c.maxThrottle
 			c.log.Warn().Str("op", o.Label).Str("key", key).Dur("retry_after", apiErr.RetryAfter).
@@ -415,7 +405,7 @@ func resultLabel(status int) string {
 }
 
 // transportError marks the client's own timeout (the caller's context still alive) as such, so that
-// IsRetryable can tell it from the caller giving up.
+// isTransient can tell it from the caller giving up.
 func (c *Client) transportError(ctx, reqCtx context.Context, o op, err error) error {
 	if ctx.Err() == nil && (reqCtx.Err() != nil || isTimeout(err)) {
 		return &timeoutError{op: o.Name, timeout: c.timeout, err: err}
@@ -442,7 +432,7 @@ func (c *Client) apiError(o op, status int, header http.Header, body []byte, tok
 		e.Message = c.sanitise(string(body), tok, 200)
 	}
 	if status == http.StatusTooManyRequests {
-		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), c.now())
+		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
 	}
 	return e
 }

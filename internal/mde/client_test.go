@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,8 +143,8 @@ func TestGetResultLinkBadAnswers(t *testing.T) {
 			if !errors.Is(err, ErrBadResponse) {
 				t.Fatalf("error = %v, want ErrBadResponse", err)
 			}
-			if IsRetryable(err) {
-				t.Errorf("IsRetryable(%v) = true, want false", err)
+			if isRetryable(err) {
+				t.Errorf("isRetryable(%v) = true, want false", err)
 			}
 			if strings.Contains(err.Error(), "SIGNATURE") {
 				t.Errorf("error %q leaks the SAS signature", err)
@@ -295,8 +296,8 @@ func TestAPIErrors(t *testing.T) {
 			if got := ae.Retryable(); got != tt.retryable {
 				t.Errorf("Retryable() = %v, want %v", got, tt.retryable)
 			}
-			if got := IsRetryable(fmt.Errorf("wrapped: %w", err)); got != tt.retryable {
-				t.Errorf("IsRetryable(wrapped) = %v, want %v", got, tt.retryable)
+			if got := isRetryable(fmt.Errorf("wrapped: %w", err)); got != tt.retryable {
+				t.Errorf("isRetryable(wrapped) = %v, want %v", got, tt.retryable)
 			}
 			msg := err.Error()
 			for _, want := range []string{"get result link", fmt.Sprint(tt.status), tt.code, target} {
@@ -375,8 +376,8 @@ func TestUnauthorizedRefreshesOnce(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Status != 401 {
 			t.Fatalf("error = %v, want *APIError with status 401", err)
 		}
-		if IsRetryable(err) {
-			t.Errorf("IsRetryable = true, want false")
+		if isRetryable(err) {
+			t.Errorf("isRetryable = true, want false")
 		}
 		if tok, api := h.tokenHits.Load(), h.apiHits.Load(); tok != 2 || api != 2 {
 			t.Errorf("token requests, api requests = %d, %d; want 2, 2", tok, api)
@@ -385,7 +386,7 @@ func TestUnauthorizedRefreshesOnce(t *testing.T) {
 }
 
 func TestThrottling(t *testing.T) {
-	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	now := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // where the clock of every synctest bubble starts
 	tests := []struct {
 		name       string
 		retryAfter string
@@ -398,38 +399,40 @@ func TestThrottling(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			var mu sync.Mutex
-			calls := 0
-			h.setAPI(func(w http.ResponseWriter, r *http.Request) {
-				mu.Lock()
-				calls++
-				n := calls
-				mu.Unlock()
-				if n <= 2 {
-					if tt.retryAfter != "" {
-						w.Header().Set("Retry-After", tt.retryAfter)
+			synctest.Test(t, func(t *testing.T) { // the client reads the bubble's clock, which stands at now
+				h := newPipeHarness(t, nil)
+				var mu sync.Mutex
+				calls := 0
+				h.setAPI(func(w http.ResponseWriter, r *http.Request) {
+					mu.Lock()
+					calls++
+					n := calls
+					mu.Unlock()
+					if n <= 2 {
+						if tt.retryAfter != "" {
+							w.Header().Set("Retry-After", tt.retryAfter)
+						}
+						writeJSON(w, 429, apiErrorBody("TooManyRequests", "slow down", "t"))
+						return
 					}
-					writeJSON(w, 429, apiErrorBody("TooManyRequests", "slow down", "t"))
-					return
+					writeJSON(w, 200, map[string]any{"value": "https://a.blob.core.windows.net/x"})
+				})
+				if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
+					t.Fatalf("GetResultLink: %v", err)
 				}
-				writeJSON(w, 200, map[string]any{"value": "https://a.blob.core.windows.net/x"})
+				waits, pauses := h.lim.snapshot()
+				if len(waits) != 3 {
+					t.Errorf("limiter waits = %d, want 3", len(waits))
+				}
+				if len(pauses) != 2 {
+					t.Fatalf("pauses = %+v, want 2", pauses)
+				}
+				for _, p := range pauses {
+					if p.key != "acme/links" || !p.until.Equal(now.Add(tt.want)) {
+						t.Errorf("pause = %s until %s, want acme/links until %s", p.key, p.until, now.Add(tt.want))
+					}
+				}
 			})
-			if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
-				t.Fatalf("GetResultLink: %v", err)
-			}
-			waits, pauses := h.lim.snapshot()
-			if len(waits) != 3 {
-				t.Errorf("limiter waits = %d, want 3", len(waits))
-			}
-			if len(pauses) != 2 {
-				t.Fatalf("pauses = %+v, want 2", pauses)
-			}
-			for _, p := range pauses {
-				if p.key != "acme/links" || !p.until.Equal(now.Add(tt.want)) {
-					t.Errorf("pause = %s until %s, want acme/links until %s", p.key, p.until, now.Add(tt.want))
-				}
-			}
 		})
 	}
 	t.Run("retries exhausted", func(t *testing.T) {
@@ -443,8 +446,8 @@ func TestThrottling(t *testing.T) {
 		if !errors.As(err, &ae) || ae.Status != 429 || ae.RetryAfter != 30*time.Second {
 			t.Fatalf("error = %v, want *APIError 429 with RetryAfter 30s", err)
 		}
-		if !IsRetryable(err) {
-			t.Error("IsRetryable = false, want true")
+		if !isRetryable(err) {
+			t.Error("isRetryable = false, want true")
 		}
 		waits, pauses := h.lim.snapshot()
 		if api := h.apiHits.Load(); api != 3 || len(waits) != 3 || len(pauses) != 3 {
@@ -485,8 +488,8 @@ func TestLimiterError(t *testing.T) {
 	h := newHarness(t, nil)
 	h.lim.waitErr = context.Canceled
 	_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-	if !errors.Is(err, context.Canceled) || IsRetryable(err) {
-		t.Errorf("error = %v (retryable %v), want context.Canceled, not retryable", err, IsRetryable(err))
+	if !errors.Is(err, context.Canceled) || isRetryable(err) {
+		t.Errorf("error = %v (retryable %v), want context.Canceled, not retryable", err, isRetryable(err))
 	}
 	if n := h.apiHits.Load(); n != 0 {
 		t.Errorf("api requests = %d, want 0", n)

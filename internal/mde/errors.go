@@ -122,25 +122,6 @@ func (e *timeoutError) Error() string {
 
 func (e *timeoutError) Unwrap() error { return e.err }
 
-// IsRetryable reports whether err is worth retrying later. It decides on types only: *APIError and
-// *TokenError answer for themselves; the client's own per-request timeout, network timeouts, refused or reset
-// connections and truncated bodies are transient. The caller's own cancellation or deadline is not: the
-// caller chose to stop.
-func IsRetryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var api *APIError
-	if errors.As(err, &api) {
-		return api.Retryable()
-	}
-	var tok *TokenError
-	if errors.As(err, &tok) {
-		return tok.Retryable()
-	}
-	return isTransient(err)
-}
-
 // isTransient classifies transport-level failures.
 func isTransient(err error) bool {
 	if err == nil {

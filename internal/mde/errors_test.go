@@ -13,7 +13,27 @@ import (
 	"time"
 )
 
-func TestIsRetryable(t *testing.T) {
+// isRetryable reports whether err is worth retrying later, so that one check covers every error the client
+// returns. It decides on types only: *APIError and *TokenError answer for themselves; the client's own
+// per-request timeout, network timeouts, refused or reset connections and truncated bodies are transient.
+// The caller's own cancellation or deadline is not: the caller chose to stop. It lives in the tests because
+// no caller uses it: the relay decides on the error types' own Retryable methods.
+func isRetryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var api *APIError
+	if errors.As(err, &api) {
+		return api.Retryable()
+	}
+	var tok *TokenError
+	if errors.As(err, &tok) {
+		return tok.Retryable()
+	}
+	return isTransient(err)
+}
+
+func TestRetryable(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
@@ -36,8 +56,8 @@ func TestIsRetryable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := IsRetryable(tt.err); got != tt.want {
-				t.Errorf("IsRetryable(%v) = %v, want %v", tt.err, got, tt.want)
+			if got := isRetryable(tt.err); got != tt.want {
+				t.Errorf("isRetryable(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}
@@ -48,7 +68,7 @@ func TestTransportFailures(t *testing.T) {
 		h := newHarness(t, func(c *Config) { c.RequestTimeout = 100 * time.Millisecond })
 		h.setAPI(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 		_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-		if err == nil || !IsRetryable(err) {
+		if err == nil || !isRetryable(err) {
 			t.Errorf("error = %v, want a retryable timeout", err)
 		}
 	})
@@ -58,7 +78,7 @@ func TestTransportFailures(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		_, err := h.client.GetResultLink(ctx, testActionID, 0)
-		if !errors.Is(err, context.DeadlineExceeded) || IsRetryable(err) {
+		if !errors.Is(err, context.DeadlineExceeded) || isRetryable(err) {
 			t.Errorf("error = %v, want context.DeadlineExceeded, not retryable", err)
 		}
 	})
@@ -69,7 +89,7 @@ func TestTransportFailures(t *testing.T) {
 			fmt.Fprint(w, `{"value": "https://a`)
 		})
 		_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-		if !errors.Is(err, io.ErrUnexpectedEOF) || !IsRetryable(err) {
+		if !errors.Is(err, io.ErrUnexpectedEOF) || !isRetryable(err) {
 			t.Errorf("error = %v, want a retryable io.ErrUnexpectedEOF", err)
 		}
 	})
@@ -82,7 +102,7 @@ func TestTransportFailures(t *testing.T) {
 			}
 		})
 		_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-		if err == nil || !IsRetryable(err) {
+		if err == nil || !isRetryable(err) {
 			t.Errorf("error = %v, want retryable", err)
 		}
 	})
@@ -94,7 +114,7 @@ func TestTransportFailures(t *testing.T) {
 		}
 		h.client.apiURL = "http://127.0.0.1:1"
 		_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
-		if err == nil || !IsRetryable(err) {
+		if err == nil || !isRetryable(err) {
 			t.Errorf("error = %v, want retryable", err)
 		}
 	})

@@ -1,7 +1,6 @@
 package mde
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 const (
@@ -58,49 +59,12 @@ func (l *fakeLimiter) snapshot() ([]string, []pauseCall) {
 	return append([]string(nil), l.waits...), append([]pauseCall(nil), l.pauses...)
 }
 
-// fakeClock is an injectable clock that moves only when told to.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// syncBuffer is a log sink safe for the server and client goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // harness is one httptest server playing both the token endpoint and the API, plus a client pointed at it.
 type harness struct {
 	t         *testing.T
 	srv       *httptest.Server
 	lim       *fakeLimiter
-	clock     *fakeClock
-	logs      *syncBuffer
+	logs      *testutil.SyncBuffer
 	client    *Client
 	tokenHits atomic.Int32
 	apiHits   atomic.Int32
@@ -112,14 +76,29 @@ type harness struct {
 	lastReq  *http.Request
 }
 
-// newHarness starts the server; mutate adjusts the Config before the client is built.
+// newHarness starts the server on a loopback socket; mutate adjusts the Config before the client is built.
 func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 	t.Helper()
+	return startHarness(t, func(h http.Handler) *httptest.Server {
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		return srv
+	}, mutate, opts...)
+}
+
+// newPipeHarness is newHarness on an in-memory network, for tests that move time inside a testing/synctest
+// bubble (where time.Sleep advances the clock that the client reads).
+func newPipeHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
+	t.Helper()
+	return startHarness(t, func(h http.Handler) *httptest.Server { return testutil.NewPipeServer(t, h) }, mutate, opts...)
+}
+
+func startHarness(t *testing.T, serve func(http.Handler) *httptest.Server, mutate func(*Config), opts ...Option) *harness {
+	t.Helper()
 	h := &harness{
-		t:     t,
-		lim:   &fakeLimiter{},
-		clock: &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)},
-		logs:  &syncBuffer{},
+		t:    t,
+		lim:  &fakeLimiter{},
+		logs: &testutil.SyncBuffer{},
 	}
 	h.tokenFn = h.defaultToken
 	h.apiFn = func(w http.ResponseWriter, r *http.Request) {
@@ -143,8 +122,7 @@ func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 		h.mu.Unlock()
 		fn(w, r)
 	})
-	h.srv = httptest.NewServer(mux)
-	t.Cleanup(h.srv.Close)
+	h.srv = serve(mux)
 	cfg := Config{
 		APIURL:       h.srv.URL,
 		TokenURL:     h.srv.URL + "/{tenant}/oauth2/v2.0/token",
@@ -159,7 +137,7 @@ func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 		mutate(&cfg)
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
-	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{WithClock(h.clock.Now)}, opts...)...)
+	c, err := New(cfg, h.srv.Client(), h.lim, log, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -34,7 +34,6 @@ var aadstsRE = regexp.MustCompile(`AADSTS[0-9]{1,10}`)
 type tokenCache struct {
 	conf    clientcredentials.Config
 	http    *http.Client
-	now     func() time.Time
 	timeout time.Duration
 	log     zerolog.Logger
 	metrics *metrics
@@ -60,7 +59,7 @@ type flight struct {
 func (t *tokenCache) get(ctx context.Context) (string, error) {
 	for {
 		t.mu.Lock()
-		if t.token != "" && t.now().Before(t.refreshAt) {
+		if t.token != "" && time.Now().Before(t.refreshAt) {
 			tok := t.token
 			t.mu.Unlock()
 			return tok, nil
@@ -100,7 +99,7 @@ func (t *tokenCache) invalidate(tok string) {
 func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 	reqCtx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	start := t.now()
+	start := time.Now()
 	tk, err := t.conf.Token(context.WithValue(reqCtx, oauth2.HTTPClient, t.http))
 	if err != nil {
 		f.err = t.tokenError(ctx, reqCtx, err)
@@ -129,7 +128,7 @@ func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 }
 
 // tokenLifetime reads expires_in as sent (a number, or a string in older Entra answers) rather than the
-// Expiry that x/oauth2 computes from the wall clock, so that an injected clock governs refreshes.
+// Expiry that x/oauth2 computes on receipt, so that the lifetime counts from when the request was sent.
 func tokenLifetime(tk *oauth2.Token) time.Duration {
 	switch v := tk.Extra("expires_in").(type) {
 	case float64:

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 func TestTokenCachedAcrossCalls(t *testing.T) {
@@ -58,7 +61,12 @@ func TestTokenSingleflight(t *testing.T) {
 	}
 	// Wait until the first token request has arrived; the other callers queue behind it (the token is taken
 	// before the limiter, so a late caller finds it cached: either way one token request must serve all).
-	waitFor(t, func() bool { return h.tokenHits.Load() > 0 })
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if h.tokenHits.Load() == 0 {
+			return errors.New("no token request has arrived")
+		}
+		return nil
+	})
 	close(release)
 	wg.Wait()
 	close(errs)
@@ -98,24 +106,13 @@ func TestTokenLeaderCancelled(t *testing.T) {
 		followerErr <- err
 	}()
 	cancel()
-	if err := <-leaderErr; !errors.Is(err, context.Canceled) || IsRetryable(err) {
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) || isRetryable(err) {
 		t.Errorf("leader error = %v, want context.Canceled and not retryable", err)
 	}
 	<-arrived // the follower takes over with its own request
 	close(release)
 	if err := <-followerErr; err != nil {
 		t.Errorf("follower error = %v, want success after the leader gave up", err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -132,27 +129,29 @@ func TestTokenRefreshNearExpiry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
-			h.setToken(func(w http.ResponseWriter, r *http.Request) {
-				writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": tt.expiresIn,
-					"access_token": fmt.Sprintf("tok-%d", h.tokenHits.Load())})
-			})
-			call := func() string {
-				t.Helper()
-				if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
-					t.Fatalf("GetResultLink: %v", err)
+			synctest.Test(t, func(t *testing.T) { // time.Sleep moves the bubble's fake clock
+				h := newPipeHarness(t, nil)
+				h.setToken(func(w http.ResponseWriter, r *http.Request) {
+					writeJSON(w, 200, map[string]any{"token_type": "Bearer", "expires_in": tt.expiresIn,
+						"access_token": fmt.Sprintf("tok-%d", h.tokenHits.Load())})
+				})
+				call := func() string {
+					t.Helper()
+					if _, err := h.client.GetResultLink(context.Background(), testActionID, 0); err != nil {
+						t.Fatalf("GetResultLink: %v", err)
+					}
+					return h.request().Header.Get("Authorization")
 				}
-				return h.request().Header.Get("Authorization")
-			}
-			call()
-			h.clock.Advance(tt.stillOK)
-			if got := call(); got != "Bearer tok-1" || h.tokenHits.Load() != 1 {
-				t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-1, 1", tt.stillOK, got, h.tokenHits.Load())
-			}
-			h.clock.Advance(tt.refresh - tt.stillOK)
-			if got := call(); got != "Bearer tok-2" || h.tokenHits.Load() != 2 {
-				t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-2, 2", tt.refresh, got, h.tokenHits.Load())
-			}
+				call()
+				time.Sleep(tt.stillOK)
+				if got := call(); got != "Bearer tok-1" || h.tokenHits.Load() != 1 {
+					t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-1, 1", tt.stillOK, got, h.tokenHits.Load())
+				}
+				time.Sleep(tt.refresh - tt.stillOK)
+				if got := call(); got != "Bearer tok-2" || h.tokenHits.Load() != 2 {
+					t.Errorf("after %s: auth %q, token requests %d; want Bearer tok-2, 2", tt.refresh, got, h.tokenHits.Load())
+				}
+			})
 		})
 	}
 }
@@ -195,8 +194,8 @@ func TestTokenErrors(t *testing.T) {
 			if te.Status != tt.wantStatus || te.Code != tt.wantCode {
 				t.Errorf("TokenError status, code = %d, %q; want %d, %q", te.Status, te.Code, tt.wantStatus, tt.wantCode)
 			}
-			if te.Retryable() != tt.retryable || IsRetryable(err) != tt.retryable {
-				t.Errorf("Retryable, IsRetryable = %v, %v; want %v", te.Retryable(), IsRetryable(err), tt.retryable)
+			if te.Retryable() != tt.retryable || isRetryable(err) != tt.retryable {
+				t.Errorf("Retryable, isRetryable = %v, %v; want %v", te.Retryable(), isRetryable(err), tt.retryable)
 			}
 			if !strings.Contains(err.Error(), tt.wantInErr) {
 				t.Errorf("Error() = %q, want it to contain %q", err, tt.wantInErr)
@@ -216,7 +215,7 @@ func TestTokenErrors(t *testing.T) {
 		})
 		_, err := h.client.GetAction(context.Background(), testActionID)
 		var te *TokenError
-		if !errors.As(err, &te) || IsRetryable(err) {
+		if !errors.As(err, &te) || isRetryable(err) {
 			t.Errorf("error = %v, want a permanent *TokenError", err)
 		}
 	})
@@ -224,7 +223,7 @@ func TestTokenErrors(t *testing.T) {
 		h := newHarness(t, func(c *Config) { c.TokenURL = "http://127.0.0.1:1/{tenant}/token" })
 		_, err := h.client.GetAction(context.Background(), testActionID)
 		var te *TokenError
-		if !errors.As(err, &te) || te.Status != 0 || !IsRetryable(err) {
+		if !errors.As(err, &te) || te.Status != 0 || !isRetryable(err) {
 			t.Errorf("error = %v, want a retryable *TokenError with no status", err)
 		}
 	})

@@ -85,7 +85,7 @@ func (s *Simulator) handleLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	now := s.now()
+	now := time.Now()
 	expires := now.Add(s.linkTTL)
 	s.mu.Lock()
 	f := s.faults.withDefaults()
@@ -118,7 +118,7 @@ func (s *Simulator) handleUnknown(w http.ResponseWriter, r *http.Request) {
 // the throttle (or a storm), and then the call faults. It answers the call itself and returns false when
 // the call must go no further.
 func (s *Simulator) gate(w http.ResponseWriter, r *http.Request, ep Endpoint) (string, bool) {
-	now := s.now()
+	now := time.Now()
 	s.mu.Lock()
 	if ep == EndpointLinks {
 		s.stats.LinkCalls++

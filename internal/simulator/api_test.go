@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lr-relay/lr-relay/internal/action"
@@ -92,8 +93,7 @@ func TestTokenErrors(t *testing.T) {
 }
 
 func TestTokenFlowAndAuth(t *testing.T) {
-	clock := newFakeClock()
-	e := newEnv(t, Config{Clock: clock.Now, TokenTTL: time.Minute,
+	e := newEnv(t, Config{
 		ExtraTenants: []Credentials{{TenantID: "t2", ClientID: "c2", ClientSecret: "s2"}}})
 	e.sim.AddAction(simpleAction(testID, []byte(`{}`), nil))
 	tok := e.token()
@@ -123,16 +123,28 @@ func TestTokenFlowAndAuth(t *testing.T) {
 		})
 	}
 	t.Run("expired token", func(t *testing.T) {
-		clock.Advance(time.Minute)
-		if status, _, _ := e.get(e.actionURL(testID), tok); status != http.StatusUnauthorized {
-			t.Errorf("status = %d, want 401 after the token TTL", status)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			e := newPipeEnv(t, Config{TokenTTL: time.Minute})
+			e.sim.AddAction(simpleAction(testID, []byte(`{}`), nil))
+			tok := e.token()
+			time.Sleep(time.Minute - time.Nanosecond)
+			if status, _, _ := e.get(e.actionURL(testID), tok); status != http.StatusOK {
+				t.Errorf("status = %d, want 200 just before the token TTL", status)
+			}
+			time.Sleep(time.Nanosecond)
+			if status, _, _ := e.get(e.actionURL(testID), tok); status != http.StatusUnauthorized {
+				t.Errorf("status = %d, want 401 after the token TTL", status)
+			}
+			if st := e.sim.Stats(); st.Unauthorized != 1 {
+				t.Errorf("Unauthorized = %d, want 1", st.Unauthorized)
+			}
+		})
 	})
 	t.Run("revoked token", func(t *testing.T) {
 		fresh := e.token()
-		e.sim.RevokeTokens()
+		e.sim.revokeTokens()
 		if status, _, _ := e.get(e.actionURL(testID), fresh); status != http.StatusUnauthorized {
-			t.Errorf("status = %d, want 401 after RevokeTokens", status)
+			t.Errorf("status = %d, want 401 after revokeTokens", status)
 		}
 	})
 	t.Run("basic auth client credentials", func(t *testing.T) {
@@ -162,8 +174,8 @@ func TestTokenFlowAndAuth(t *testing.T) {
 		}
 	})
 	st := e.sim.Stats()
-	if st.Unauthorized != 4 || st.TokensIssued < 4 {
-		t.Errorf("stats = %+v, want 4 unauthorized and at least 4 tokens issued", st)
+	if st.Unauthorized != 3 || st.TokensIssued < 4 {
+		t.Errorf("stats = %+v, want 3 unauthorized (the expired token has its own simulator) and at least 4 tokens issued", st)
 	}
 }
 
@@ -328,8 +340,7 @@ func TestDownloadRoundTrip(t *testing.T) {
 }
 
 func TestBlobRefusals(t *testing.T) {
-	clock := newFakeClock()
-	e := newEnv(t, Config{Clock: clock.Now, LinkTTL: time.Minute})
+	e := newEnv(t, Config{})
 	e.sim.AddAction(simpleAction(testID, []byte(`{"exit_code":0}`), nil))
 	tok := e.token()
 	link := e.link(testID, 0, tok)
@@ -363,13 +374,21 @@ func TestBlobRefusals(t *testing.T) {
 		})
 	}
 	t.Run("expired", func(t *testing.T) {
-		clock.Advance(time.Minute)
-		status, h, body := e.get(link, "")
-		checkAuthFailed(t, status, h, body, "Signature not valid in the specified time frame")
+		synctest.Test(t, func(t *testing.T) {
+			e := newPipeEnv(t, Config{LinkTTL: time.Minute})
+			e.sim.AddAction(simpleAction(testID, []byte(`{"exit_code":0}`), nil))
+			link := e.link(testID, 0, e.token())
+			time.Sleep(time.Minute)
+			status, h, body := e.get(link, "")
+			checkAuthFailed(t, status, h, body, "Signature not valid in the specified time frame")
+			if st := e.sim.Stats(); st.Expired403 != 1 || st.BadSignature403 != 0 {
+				t.Errorf("Expired403 = %d, BadSignature403 = %d; want 1 and 0", st.Expired403, st.BadSignature403)
+			}
+		})
 	})
 	st := e.sim.Stats()
-	if st.Expired403 != 1 || st.BadSignature403 != len(tests) {
-		t.Errorf("Expired403 = %d, BadSignature403 = %d; want 1 and %d", st.Expired403, st.BadSignature403, len(tests))
+	if st.Expired403 != 0 || st.BadSignature403 != len(tests) {
+		t.Errorf("Expired403 = %d, BadSignature403 = %d; want 0 and %d", st.Expired403, st.BadSignature403, len(tests))
 	}
 }
 

@@ -42,7 +42,7 @@ func (s *Simulator) sign(parts ...string) string {
 // handleBlob serves GET /blob/{id}/{index}/{name}?se=..&sp=r&sv=..&sr=b&sig=.. like Azure blob storage
 // serves a SAS URL: the signature and expiry are checked first, then the content streams.
 func (s *Simulator) handleBlob(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
+	now := time.Now()
 	id, idx, name := r.PathValue("id"), r.PathValue("index"), r.PathValue("name")
 	q := r.URL.Query()
 	if r.Header.Get("Authorization") != "" {

@@ -5,14 +5,17 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 func TestParseFaults(t *testing.T) {
@@ -75,7 +78,11 @@ func TestNewRejectsBadConfig(t *testing.T) {
 
 // faultEnv is an env with a test action whose GetFile result is generated (index 1).
 func faultEnv(t *testing.T, cfg Config) (*env, string) {
-	e := newEnv(t, cfg)
+	return loadFaults(newEnv(t, cfg))
+}
+
+// loadFaults adds the action the fault tests fetch and returns the env with a token.
+func loadFaults(e *env) (*env, string) {
 	a := simpleAction(testID, TranscriptJSON("test.ps1", 0, testID, strings.Repeat("output line\n", 2000), nil), nil)
 	a.Results[1] = Content{Size: 1 << 20, Seed: 3}
 	e.sim.AddAction(a)
@@ -197,10 +204,12 @@ func TestFaultTimeout(t *testing.T) {
 			}
 			done <- err
 		}()
-		deadline := time.Now().Add(5 * time.Second)
-		for e.sim.Stats().FaultsInjected[FaultTimeout] < 3 && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if n := e.sim.Stats().FaultsInjected[FaultTimeout]; n < 3 {
+				return fmt.Errorf("%d requests hung, want 3", n)
+			}
+			return nil
+		})
 		e.sim.Close()
 		select {
 		case <-done:
@@ -270,32 +279,33 @@ func TestFaultToken(t *testing.T) {
 }
 
 func TestFaultStorm(t *testing.T) {
-	clock := newFakeClock()
-	e, tok := faultEnv(t, Config{Clock: clock.Now})
-	setFaults(t, e.sim, Faults{Storm: 1, StormRetryAfter: 3 * time.Second})
-	status, h, _ := e.get(e.linkURL(testID, 0), tok)
-	if status != http.StatusTooManyRequests || h.Get("Retry-After") != "3" {
-		t.Fatalf("status %d Retry-After %q, want 429 and 3", status, h.Get("Retry-After"))
-	}
-	setFaults(t, e.sim, Faults{})
-	clock.Advance(2 * time.Second)
-	if status, h, _ := e.get(e.linkURL(testID, 0), tok); status != http.StatusTooManyRequests || h.Get("Retry-After") != "1" {
-		t.Errorf("during the storm: status %d Retry-After %q, want 429 and 1", status, h.Get("Retry-After"))
-	}
-	if status, _, _ := e.get(e.actionURL(testID), tok); status != http.StatusOK {
-		t.Errorf("other endpoint during the storm: status %d, want 200", status)
-	}
-	clock.Advance(time.Second)
-	if status, _, _ := e.get(e.linkURL(testID, 0), tok); status != http.StatusOK {
-		t.Errorf("after the storm: status %d, want 200", status)
-	}
-	st := e.sim.Stats()
-	if st.FaultsInjected[FaultStorm] != 1 || st.Throttled != 2 || st.CallsDuringRetryAfter != 1 {
-		t.Errorf("stats = %+v, want 1 storm, 2 throttled, 1 call during Retry-After", st)
-	}
-	if got := len(e.sim.Admitted(DefaultTenantID, EndpointLinks)); got != 1 {
-		t.Errorf("admitted link calls = %d, want 1 (storm 429s do not count)", got)
-	}
+	synctest.Test(t, func(t *testing.T) { // time.Sleep moves the bubble's fake clock
+		e, tok := loadFaults(newPipeEnv(t, Config{}))
+		setFaults(t, e.sim, Faults{Storm: 1, StormRetryAfter: 3 * time.Second})
+		status, h, _ := e.get(e.linkURL(testID, 0), tok)
+		if status != http.StatusTooManyRequests || h.Get("Retry-After") != "3" {
+			t.Fatalf("status %d Retry-After %q, want 429 and 3", status, h.Get("Retry-After"))
+		}
+		setFaults(t, e.sim, Faults{})
+		time.Sleep(2 * time.Second)
+		if status, h, _ := e.get(e.linkURL(testID, 0), tok); status != http.StatusTooManyRequests || h.Get("Retry-After") != "1" {
+			t.Errorf("during the storm: status %d Retry-After %q, want 429 and 1", status, h.Get("Retry-After"))
+		}
+		if status, _, _ := e.get(e.actionURL(testID), tok); status != http.StatusOK {
+			t.Errorf("other endpoint during the storm: status %d, want 200", status)
+		}
+		time.Sleep(time.Second)
+		if status, _, _ := e.get(e.linkURL(testID, 0), tok); status != http.StatusOK {
+			t.Errorf("after the storm: status %d, want 200", status)
+		}
+		st := e.sim.Stats()
+		if st.FaultsInjected[FaultStorm] != 1 || st.Throttled != 2 || st.CallsDuringRetryAfter != 1 {
+			t.Errorf("stats = %+v, want 1 storm, 2 throttled, 1 call during Retry-After", st)
+		}
+		if got := len(e.sim.Admitted(DefaultTenantID, EndpointLinks)); got != 1 {
+			t.Errorf("admitted link calls = %d, want 1 (storm 429s do not count)", got)
+		}
+	})
 }
 
 // TestFaultsReproducible checks that the same seed gives the same fault sequence.

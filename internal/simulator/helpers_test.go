@@ -13,36 +13,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
-
-// fakeClock is an injected clock that tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // env is a simulator behind a real HTTP server.
 type env struct {
@@ -65,6 +43,25 @@ func newEnv(t testing.TB, cfg Config) *env {
 	return &env{t: t, sim: sim, srv: srv}
 }
 
+// newPipeEnv is newEnv on an in-memory network, for tests that move time inside a testing/synctest bubble.
+func newPipeEnv(t testing.TB, cfg Config) *env {
+	t.Helper()
+	sim, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv := testutil.NewPipeServer(t, sim.Handler())
+	t.Cleanup(sim.Close) // runs before the server's Close, as in newEnv
+	return &env{t: t, sim: sim, srv: srv}
+}
+
+// revokeTokens forgets every issued token, so the next API call answers 401.
+func (s *Simulator) revokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
 // token obtains a token with the real oauth2 client, for the default demo credentials.
 func (e *env) token() string {
 	e.t.Helper()
@@ -79,7 +76,8 @@ func (e *env) tokenFor(tenant, client, secret string) string {
 		TokenURL:     e.srv.URL + "/" + tenant + "/oauth2/v2.0/token",
 		Scopes:       []string{"https://api.securitycenter.microsoft.com/.default"},
 	}
-	tok, err := cc.Token(context.Background())
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+	tok, err := cc.Token(ctx)
 	if err != nil {
 		e.t.Fatalf("token: %v", err)
 	}

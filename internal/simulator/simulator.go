@@ -63,8 +63,6 @@ type Config struct {
 	Seed int64
 	// Log receives one debug event per decision; it never carries tokens, secrets or SAS signatures.
 	Log zerolog.Logger
-	// Clock returns the current time; nil means time.Now. Timers (hangs, slow drip) still use real time.
-	Clock func() time.Time
 }
 
 // Credentials are one tenant's accepted client credentials.
@@ -135,7 +133,6 @@ type Stats struct {
 // Simulator is the simulated API. Create it with New.
 type Simulator struct {
 	log      zerolog.Logger
-	now      func() time.Time
 	linkTTL  time.Duration
 	tokenTTL time.Duration
 	creds    map[string]Credentials
@@ -189,9 +186,6 @@ func New(cfg Config) (*Simulator, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
 	var problems []error
 	linkWin, err := ParseWindows(cfg.LinkLimits)
 	if err != nil {
@@ -227,7 +221,6 @@ func New(cfg Config) (*Simulator, error) {
 	}
 	s := &Simulator{
 		log:       cfg.Log.With().Str("component", "simulator").Logger(),
-		now:       cfg.Clock,
 		linkTTL:   cfg.LinkTTL,
 		tokenTTL:  cfg.TokenTTL,
 		creds:     creds,
@@ -308,14 +301,6 @@ func (s *Simulator) AddAction(a Action) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.actions[strings.ToLower(ma.ID)] = Action{MachineAction: ma, Forbidden: a.Forbidden, Results: results}
-}
-
-// RevokeTokens forgets every issued token, so the next API call answers 401: a way to test the relay's
-// refresh-once path.
-func (s *Simulator) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.tokens)
 }
 
 // SetFaults replaces the fault settings at run time. A 5xx burst in progress runs to its end, since a burst

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // TestConcurrentUse hammers every endpoint from several goroutines with faults on; run under -race it
@@ -88,10 +91,12 @@ func TestServe(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for sim.Stats().FaultsInjected[FaultTimeout] == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if sim.Stats().FaultsInjected[FaultTimeout] == 0 {
+			return errors.New("no request hung yet")
+		}
+		return nil
+	})
 	start := time.Now()
 	cancel()
 	select {

@@ -126,7 +126,7 @@ func (l *slidingLog) storm(now time.Time, d time.Duration) verdict {
 }
 
 func (l *slidingLog) record(now time.Time) {
-	// Keep the log sorted even if an injected clock steps backwards.
+	// Keep the log sorted even when times arrive out of order (concurrent requests read the clock first).
 	i := sort.Search(len(l.times), func(i int) bool { return l.times[i].After(now) })
 	l.times = slices.Insert(l.times, i, now)
 	j := sort.Search(len(l.history), func(i int) bool { return l.history[i].After(now) })

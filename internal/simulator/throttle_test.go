@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -146,54 +147,56 @@ func TestMaxInWindow(t *testing.T) {
 }
 
 // TestThrottleOverHTTP checks the whole path: N admitted, the next 429 with Retry-After, calls during it
-// counted, separate counters per endpoint, and the admitted log.
+// counted, separate counters per endpoint, and the admitted log. It runs in a synctest bubble, where
+// time.Sleep moves the fake clock at once.
 func TestThrottleOverHTTP(t *testing.T) {
-	clock := newFakeClock()
-	e := newEnv(t, Config{Clock: clock.Now, LinkLimits: "3/1s,5/10s", ActionLimits: "100/1s"})
-	e.sim.AddAction(simpleAction(testID, []byte(`{}`), nil))
-	tok := e.token()
-	expect := func(url string, wantStatus int, wantRetryAfter string) {
-		t.Helper()
-		status, h, body := e.get(url, tok)
-		if status != wantStatus {
-			t.Fatalf("status = %d, want %d (body %s)", status, wantStatus, body)
-		}
-		if got := h.Get("Retry-After"); got != wantRetryAfter {
-			t.Errorf("Retry-After = %q, want %q", got, wantRetryAfter)
-		}
-		if status == http.StatusTooManyRequests {
-			if code := apiErrorCode(t, body); code != "TooManyRequests" {
-				t.Errorf("code = %q, want TooManyRequests", code)
+	synctest.Test(t, func(t *testing.T) {
+		e := newPipeEnv(t, Config{LinkLimits: "3/1s,5/10s", ActionLimits: "100/1s"})
+		e.sim.AddAction(simpleAction(testID, []byte(`{}`), nil))
+		tok := e.token()
+		expect := func(url string, wantStatus int, wantRetryAfter string) {
+			t.Helper()
+			status, h, body := e.get(url, tok)
+			if status != wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", status, wantStatus, body)
+			}
+			if got := h.Get("Retry-After"); got != wantRetryAfter {
+				t.Errorf("Retry-After = %q, want %q", got, wantRetryAfter)
+			}
+			if status == http.StatusTooManyRequests {
+				if code := apiErrorCode(t, body); code != "TooManyRequests" {
+					t.Errorf("code = %q, want TooManyRequests", code)
+				}
 			}
 		}
-	}
-	link := e.linkURL(testID, 0)
-	for range 3 {
+		link := e.linkURL(testID, 0)
+		for range 3 {
+			expect(link, http.StatusOK, "")
+		}
+		expect(link, http.StatusTooManyRequests, "1")
+		expect(e.actionURL(testID), http.StatusOK, "") // the action endpoint has its own counter
+		time.Sleep(400 * time.Millisecond)
+		expect(link, http.StatusTooManyRequests, "1") // during Retry-After
+		time.Sleep(600 * time.Millisecond)
 		expect(link, http.StatusOK, "")
-	}
-	expect(link, http.StatusTooManyRequests, "1")
-	expect(e.actionURL(testID), http.StatusOK, "") // the action endpoint has its own counter
-	clock.Advance(400 * time.Millisecond)
-	expect(link, http.StatusTooManyRequests, "1") // during Retry-After
-	clock.Advance(600 * time.Millisecond)
-	expect(link, http.StatusOK, "")
-	expect(link, http.StatusOK, "")
-	expect(link, http.StatusTooManyRequests, "9") // the 10 s window is full until t0+10s
-	clock.Advance(9 * time.Second)
-	expect(link, http.StatusOK, "")
+		expect(link, http.StatusOK, "")
+		expect(link, http.StatusTooManyRequests, "9") // the 10 s window is full until t0+10s
+		time.Sleep(9 * time.Second)
+		expect(link, http.StatusOK, "")
 
-	st := e.sim.Stats()
-	if st.Throttled != 3 || st.CallsDuringRetryAfter != 1 || st.LinkCalls != 9 || st.ActionCalls != 1 {
-		t.Errorf("stats = %+v, want Throttled 3, CallsDuringRetryAfter 1, LinkCalls 9, ActionCalls 1", st)
-	}
-	admitted := e.sim.Admitted(DefaultTenantID, EndpointLinks)
-	if len(admitted) != 6 {
-		t.Fatalf("admitted %d link calls, want 6", len(admitted))
-	}
-	if got := MaxInWindow(admitted, 10*time.Second); got != 5 {
-		t.Errorf("max in 10s = %d, want 5", got)
-	}
-	if got := MaxInWindow(admitted, time.Second); got != 3 {
-		t.Errorf("max in 1s = %d, want 3", got)
-	}
+		st := e.sim.Stats()
+		if st.Throttled != 3 || st.CallsDuringRetryAfter != 1 || st.LinkCalls != 9 || st.ActionCalls != 1 {
+			t.Errorf("stats = %+v, want Throttled 3, CallsDuringRetryAfter 1, LinkCalls 9, ActionCalls 1", st)
+		}
+		admitted := e.sim.Admitted(DefaultTenantID, EndpointLinks)
+		if len(admitted) != 6 {
+			t.Fatalf("admitted %d link calls, want 6", len(admitted))
+		}
+		if got := MaxInWindow(admitted, 10*time.Second); got != 5 {
+			t.Errorf("max in 10s = %d, want 5", got)
+		}
+		if got := MaxInWindow(admitted, time.Second); got != 3 {
+			t.Errorf("max in 1s = %d, want 3", got)
+		}
+	})
 }

@@ -16,7 +16,7 @@ const maxTokenForm = 64 << 10
 // the way Entra ID does (status, error, AADSTS code), so that golang.org/x/oauth2 sees what it would see in
 // production. Client credentials are accepted in the form or as HTTP Basic authentication.
 func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
+	now := time.Now()
 	s.mu.Lock()
 	s.stats.TokenCalls++
 	f := s.faults.withDefaults()
