@@ -357,7 +357,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 			return nil, 0, err
 		}
 		mc.RequestTimeout = a.cfg.MDERequestTimeout
-		client, err := mde.New(mc, httpClient, limiter, a.log.With().Str("component", "mde").Str("tenant", s.Name).Logger(),
+		client, err := mde.New(mc, httpClient, limiter, a.log, // mde adds component and tenant
 			mde.WithRegisterer(a.o.Registry))
 		if err != nil {
 			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)

@@ -90,7 +90,7 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	}
 	defer ns.Shutdown()
 
-	sim, err := simulator.New(simulator.Config{Log: o.Logger.With().Str("component", "simulator").Logger(), Seed: 1})
+	sim, err := simulator.New(simulator.Config{Log: o.Logger, Seed: 1}) // the simulator adds its component
 	if err != nil {
 		return sum, err
 	}
