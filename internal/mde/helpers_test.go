@@ -159,7 +159,7 @@ func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 		mutate(&cfg)
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
-	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{WithClock(h.clock.Now)}, opts...)...)
+	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{WithClock(h.clock.Now), withJitter(func() float64 { return 0 })}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
