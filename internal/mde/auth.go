@@ -93,10 +93,10 @@ func fileError(what, path string, err error) *TokenError {
 // POST with no discovery requests, accepted on loopback http by the simulator and the tests, and exactly the
 // behaviour lr-relay has always had.
 type secretCredential struct {
-	conf   clientcredentials.Config // ClientSecret is filled in per request
-	secret string                   // the literal secret, when there is no file
-	file   string                   // re-read at every request when set
-	http   *http.Client
+	conf    clientcredentials.Config // ClientSecret is filled in per request
+	secret  string                   // the literal secret, when there is no file
+	file    string                   // re-read at every request when set
+	http    *http.Client
 	timeout time.Duration
 
 	mu   sync.Mutex

@@ -137,20 +137,20 @@ func (e *TokenError) CredentialsRejected() bool {
 func rejectedAADSTS(n int) bool {
 	switch n {
 	case 7000215, // invalid client secret
-		7000222,  // client secret expired
-		7000112,  // application disabled
-		700016,   // application not found in the tenant
-		90002,    // tenant not found
-		700027,   // assertion signature invalid, or certificate not registered or expired
-		700024,   // assertion not within its valid time range
-		700021,   // assertion issuer or subject is not the client id
-		700023,   // assertion audience is not the token endpoint
-		50027,    // malformed JWT
-		50013,    // federated token signature invalid
-		70021,    // no matching federated identity record
-		700211,   // federated: issuer does not match
-		700212,   // federated: audience does not match
-		700213:   // federated: subject does not match
+		7000222, // client secret expired
+		7000112, // application disabled
+		700016,  // application not found in the tenant
+		90002,   // tenant not found
+		700027,  // assertion signature invalid, or certificate not registered or expired
+		700024,  // assertion not within its valid time range
+		700021,  // assertion issuer or subject is not the client id
+		700023,  // assertion audience is not the token endpoint
+		50027,   // malformed JWT
+		50013,   // federated token signature invalid
+		70021,   // no matching federated identity record
+		700211,  // federated: issuer does not match
+		700212,  // federated: audience does not match
+		700213:  // federated: subject does not match
 		return true
 	}
 	return false
