@@ -51,6 +51,10 @@ type Config struct {
 	// TenantID, ClientID and ClientSecret are the credentials the token endpoint accepts. They default to
 	// "demo-tenant", "demo-client" and "demo-secret" so that the demo works without any setup.
 	TenantID, ClientID, ClientSecret string
+	// Certificates and Federated are the first tenant's certificate and federated credentials (see
+	// Credentials).
+	Certificates []*x509.Certificate
+	Federated    []FederatedCredential
 	// ExtraTenants are further tenants with their own credentials, so that per-tenant quotas and routing
 	// can be exercised against one simulator.
 	ExtraTenants []Credentials
@@ -268,7 +272,8 @@ func New(cfg Config) (*Simulator, error) {
 		problems = append(problems, fmt.Errorf("faults: %w", err))
 	}
 	creds := map[string]Credentials{}
-	first := Credentials{TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}
+	first := Credentials{TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		Certificates: cfg.Certificates, Federated: cfg.Federated}
 	for _, c := range append([]Credentials{first}, cfg.ExtraTenants...) {
 		if c.TenantID == "" || c.ClientID == "" || (c.ClientSecret == "" && len(c.Certificates) == 0 && len(c.Federated) == 0) {
 			problems = append(problems, fmt.Errorf("tenant %q: tenant id, client id and a secret, certificate or federated credential are required", c.TenantID))

@@ -74,7 +74,7 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	case scope == "":
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'scope'.", now)
 		return
-	case !strings.HasSuffix(scope, "/.default"):
+	case !validScope(scope):
 		writeOAuthError(w, http.StatusBadRequest, "invalid_scope", 1002012, "AADSTS1002012: The provided value for scope "+scope+" is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", now)
 		return
 	case !strings.EqualFold(clientID, creds.ClientID):
@@ -143,4 +143,20 @@ func writeOAuthError(w http.ResponseWriter, status int, code string, aadsts int,
 		[]int{aadsts}, now.UTC().Format("2006-01-02 15:04:05Z"), traceID, newRequestID()})
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, body)
+}
+
+// validScope accepts what Entra ID accepts for the client credentials grant: exactly one resource scope
+// ending in /.default, plus any of the OpenID Connect scopes MSAL adds (openid, profile, offline_access).
+func validScope(scope string) bool {
+	n := 0
+	for _, sc := range strings.Fields(scope) {
+		switch {
+		case sc == "openid" || sc == "profile" || sc == "offline_access":
+		case strings.HasSuffix(sc, "/.default"):
+			n++
+		default:
+			return false
+		}
+	}
+	return n == 1
 }
