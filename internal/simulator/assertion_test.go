@@ -125,7 +125,7 @@ func TestClientAssertions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			form := url.Values{"grant_type": {"client_credentials"}, "client_id": {DefaultClientID},
-				"scope": {"https://api.securitycenter.microsoft.com/.default openid offline_access profile"},
+				"scope":                 {"https://api.securitycenter.microsoft.com/.default openid offline_access profile"},
 				"client_assertion_type": {assertionType}, "client_assertion": {tt.assertion}}
 			if tt.secret != "" {
 				form.Set("client_secret", tt.secret)
