@@ -34,10 +34,10 @@ type Spec struct {
 	// read at every token request, so a rotated certificate is used without a restart.
 	ClientCertificateFile         string `json:"clientCertificateFile,omitempty"`
 	ClientCertificatePasswordFile string `json:"clientCertificatePasswordFile,omitempty"`
-	Cloud            string `json:"cloud,omitempty"`
-	APIURL           string `json:"apiUrl,omitempty"`
-	TokenURL         string `json:"tokenUrl,omitempty"`
-	Scope            string `json:"scope,omitempty"`
+	Cloud                         string `json:"cloud,omitempty"`
+	APIURL                        string `json:"apiUrl,omitempty"`
+	TokenURL                      string `json:"tokenUrl,omitempty"`
+	Scope                         string `json:"scope,omitempty"`
 	// RateLimits and ActionRateLimits override LR_RATE_LIMITS / LR_ACTION_RATE_LIMITS for this tenant.
 	RateLimits       string `json:"rateLimits,omitempty"`
 	ActionRateLimits string `json:"actionRateLimits,omitempty"`
