@@ -117,13 +117,13 @@ func (c Config) validateAuth() []error {
 		notFor("LR_MDE_CLIENT_CERT_FILE", c.MDEClientCertFile != "")
 		notFor("LR_MDE_CLIENT_CERT_PASSWORD_FILE", c.MDEClientCertPasswordFile != "")
 	}
-	if mode != mde.AuthManagedIdentity {
-		if c.ClientID() == "" {
-			bad("LR_MDE_CLIENT_ID", "LR_MDE_AUTH=%s needs the application (client) id", mode)
-		}
-		if c.TenantID() == "" {
-			bad("LR_MDE_TENANT_ID", "LR_MDE_AUTH=%s needs the Entra tenant id", mode)
-		}
+	// A managed identity may be system-assigned (no client id); every tenant needs its tenant id, which
+	// routes events and names the token endpoint.
+	if mode != mde.AuthManagedIdentity && c.ClientID() == "" {
+		bad("LR_MDE_CLIENT_ID", "LR_MDE_AUTH=%s needs the application (client) id", mode)
+	}
+	if c.TenantID() == "" {
+		bad("LR_MDE_TENANT_ID", "LR_MDE_AUTH=%s needs the Entra tenant id", mode)
 	}
 	if (mode == mde.AuthCertificate || mode == mde.AuthWorkloadIdentity) && c.MDETokenURL != "" {
 		// azidentity takes a login host, and finds the token endpoint under /{tenant}/.

@@ -47,7 +47,8 @@ func TestValidateAuth(t *testing.T) {
 		{name: "workload identity", env: map[string]string{"LR_MDE_AUTH": "workload-identity"}, azure: map[string]string{"AZURE_FEDERATED_TOKEN_FILE": pem, "AZURE_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"}, mode: "workload-identity"},
 		{name: "workload identity without token file", env: with(map[string]string{"LR_MDE_AUTH": "workload-identity"}), want: []string{"AZURE_FEDERATED_TOKEN_FILE"}},
 		{name: "workload identity with a secret", env: with(map[string]string{"LR_MDE_AUTH": "workload-identity", "LR_MDE_CLIENT_SECRET": "s"}), azure: map[string]string{"AZURE_FEDERATED_TOKEN_FILE": pem}, want: []string{"LR_MDE_CLIENT_SECRET"}},
-		{name: "managed identity, system assigned", env: map[string]string{"LR_MDE_AUTH": "managed-identity"}, mode: "managed-identity"},
+		{name: "managed identity, system assigned", env: map[string]string{"LR_MDE_AUTH": "managed-identity", "LR_MDE_TENANT_ID": "t"}, mode: "managed-identity"},
+		{name: "managed identity without tenant", env: map[string]string{"LR_MDE_AUTH": "managed-identity"}, want: []string{"LR_MDE_TENANT_ID"}},
 		{name: "managed identity with a certificate", env: map[string]string{"LR_MDE_AUTH": "managed-identity", "LR_MDE_CLIENT_CERT_FILE": pem}, want: []string{"LR_MDE_CLIENT_CERT_FILE"}},
 	}
 	for _, tt := range tests {

@@ -455,3 +455,37 @@ func TestManagedIdentityAuth(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckAuthAllRechecksFailingTenants(t *testing.T) {
+	e := newEntraEnv(t)
+	secretFile := e.file("secret", []byte("revoked\n"))
+	bad, _ := e.client(func(c *Config) { c.ClientSecretFile = secretFile; c.Tenant = "bad" }, nil)
+	good, _ := e.client(func(c *Config) { c.ClientSecret = "entra-secret"; c.Tenant = "good" }, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); CheckAuthAll(ctx, []*Client{bad, good}, 2, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+
+	eventually(t, func() bool { ok, why := bad.AuthHealthy(); return !ok && strings.Contains(why, "credentials rejected") })
+	eventually(t, func() bool { ok, _ := good.AuthHealthy(); return ok })
+	// The rejected tenant is checked again, but paced: no token request until its file changes.
+	calls := e.sim.Stats().TokenCalls
+	time.Sleep(50 * time.Millisecond) // several recheck rounds; nothing may happen, so there is nothing to poll for
+	if got := e.sim.Stats().TokenCalls; got != calls {
+		t.Errorf("token requests while paced = %d, want 0", got-calls)
+	}
+	e.file("secret", []byte("entra-secret\n"))
+	eventually(t, func() bool { ok, _ := bad.AuthHealthy(); return ok })
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -3,6 +3,7 @@ package mde
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // AuthHealthy reports whether the tenant's credentials are accepted: true once a token was obtained and
@@ -23,18 +24,43 @@ func (c *Client) CheckAuth(ctx context.Context) error {
 	return err
 }
 
-// CheckAuthAll runs CheckAuth for every client, at most concurrency at a time, and returns when all are
-// done or ctx ends. A thousand tenants starting together thus send their first token requests a few at a
-// time, not in one burst.
-func CheckAuthAll(ctx context.Context, clients []*Client, concurrency int) {
-	concurrency = max(1, concurrency)
-	sem := make(chan struct{}, concurrency)
+// CheckAuthAll runs CheckAuth for every client, at most concurrency at a time, so that a thousand tenants
+// starting together send their first token requests a few at a time, not in one burst. Then, every recheck
+// (if positive) until ctx ends, it checks again the clients whose authentication is not ok, so that a
+// tenant whose secret or certificate was fixed shows healthy again even before its next event. Healthy
+// tenants cost nothing here: their tokens are refreshed on demand. Rejected ones cost at most one token
+// request per rejectedPace (the pacing in the token cache applies).
+func CheckAuthAll(ctx context.Context, clients []*Client, concurrency int, recheck time.Duration) {
+	checkAll(ctx, clients, concurrency)
+	if recheck <= 0 {
+		return
+	}
+	t := time.NewTicker(recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var failing []*Client
+		for _, c := range clients {
+			if ok, _ := c.AuthHealthy(); !ok {
+				failing = append(failing, c)
+			}
+		}
+		checkAll(ctx, failing, concurrency)
+	}
+}
+
+func checkAll(ctx context.Context, clients []*Client, concurrency int) {
+	sem := make(chan struct{}, max(1, concurrency))
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, c := range clients {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			wg.Wait()
 			return
 		}
 		wg.Add(1)
@@ -44,7 +70,6 @@ func CheckAuthAll(ctx context.Context, clients []*Client, concurrency int) {
 			_ = c.CheckAuth(ctx)
 		}()
 	}
-	wg.Wait()
 }
 
 // withJitter replaces the source of the token refresh jitter (uniform in [0, 1)), for tests.
