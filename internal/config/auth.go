@@ -34,10 +34,10 @@ func (c Config) AuthMode() string {
 	return mde.AuthSecret
 }
 
-// ClientID is the default tenant's client id: LR_MDE_CLIENT_ID, or for workload and managed identity
-// AZURE_CLIENT_ID, which the workload identity webhook sets.
+// ClientID is the default tenant's client id: LR_MDE_CLIENT_ID, or for workload identity AZURE_CLIENT_ID,
+// which the workload identity webhook sets.
 func (c Config) ClientID() string {
-	if c.MDEClientID == "" && (c.AuthMode() == mde.AuthWorkloadIdentity || c.AuthMode() == mde.AuthManagedIdentity) {
+	if c.MDEClientID == "" && c.AuthMode() == mde.AuthWorkloadIdentity {
 		return os.Getenv(EnvAzureClientID)
 	}
 	return c.MDEClientID

@@ -302,8 +302,9 @@ func (c *azCredential) tokenError(ctx, reqCtx context.Context, rec *recorder, er
 			te.Err = fmt.Errorf("AADSTS%d", te.AADSTS)
 		}
 		// A managed identity endpoint that refuses the identity (unknown client id, no identity assigned)
-		// answers 400-404: a configuration the operator must fix, like a rejected secret.
-		if c.mode == AuthManagedIdentity && status >= 400 && status <= 404 {
+		// answers 400, 401 or 403: a configuration the operator must fix, like a rejected secret. IMDS's 404
+		// and 410 mean the identity is not available yet, which passes.
+		if c.mode == AuthManagedIdentity && (status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden) {
 			te.rejected = true
 			if te.Err == nil {
 				te.Err = errors.New("managed identity endpoint refused the request")
