@@ -1,8 +1,10 @@
 // Package mde is the client for the Microsoft Defender for Endpoint API calls lr-relay makes: reading a
 // machine action and asking for the download link of one live response command's result.
 //
-// The client owns the parts of talking to Defender that every call must get right: an OAuth2 client
-// credentials token that is cached, refreshed early and refreshed once more when the API refuses it; the
+// The client owns the parts of talking to Defender that every call must get right: an access token (client
+// secret through x/oauth2; certificate, workload identity or managed identity through azidentity) that is
+// cached, refreshed early at a jittered point and once more when the API refuses it, with rejected
+// credentials typed, paced and reported as the tenant's auth health; the
 // per-tenant throttle (every call waits on a Limiter, and a 429 pauses the whole tenant for Retry-After);
 // bounded bodies and per-request timeouts; and typed errors that say whether trying again can help. Neither
 // the client secret nor a token ever appears in an error or a log line.
