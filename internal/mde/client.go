@@ -4,8 +4,8 @@
 // The client owns the parts of talking to Defender that every call must get right: an access token (client
 // secret through x/oauth2; certificate, workload identity or managed identity through azidentity) that is
 // cached, refreshed early at a jittered point and once more when the API refuses it, with rejected
-// credentials typed, paced and reported as the tenant's auth health; the
-// per-tenant throttle (every call waits on a Limiter, and a 429 pauses the whole tenant for Retry-After);
+// credentials typed, paced and reported as the tenant's auth health; the per-tenant throttle (every call
+// waits on a Limiter, and a 429 pauses the whole tenant for Retry-After);
 // bounded bodies and per-request timeouts; and typed errors that say whether trying again can help. Neither
 // the client secret nor a token ever appears in an error or a log line.
 package mde
