@@ -323,7 +323,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		specs = append(specs, more...)
 	}
 	if len(specs) == 0 {
-		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and LR_MDE_CLIENT_SECRET(_FILE), or LR_TENANTS_FILE")
+		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and a credential (LR_MDE_CLIENT_SECRET_FILE, LR_MDE_CLIENT_CERT_FILE, or LR_MDE_AUTH=workload-identity or managed-identity), or LR_TENANTS_FILE")
 	}
 	if err := tenant.Validate(specs); err != nil {
 		return nil, 0, err
