@@ -3,6 +3,7 @@ package mde
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,26 +56,28 @@ type credential interface {
 	// token fetches a new access token and its lifetime. reqCtx carries the per-request timeout; ctx is the
 	// caller's, to tell the caller giving up from the request timing out. Errors are *TokenError.
 	token(ctx, reqCtx context.Context) (string, time.Duration, error)
-	// files summarises the credential files' identity (path, size, modification time), so that a rotated
-	// file can be noticed without reading it.
+	// files summarises the credential files' content, so that a rotated file can be noticed.
 	files() string
 	// secrets returns the secret values to scrub from any text that reaches an error or a log.
 	secrets() []string
 }
 
-// fileStamp describes paths by name, size and modification time; a missing file is described as such.
+// fileStamp describes the content of paths (a SHA-256 of each, or "missing"), so that a rotated file is
+// noticed whatever its size and timestamps: a rewrite within the same clock tick, or a Kubernetes secret
+// update that swaps a symlink. The files are a few kilobytes, and are read this way only while a tenant is
+// paced after a rejection.
 func fileStamp(paths ...string) string {
 	var b strings.Builder
 	for _, p := range paths {
 		if p == "" {
 			continue
 		}
-		fi, err := os.Stat(p)
+		data, err := os.ReadFile(p)
 		if err != nil {
 			fmt.Fprintf(&b, "%s:missing;", p)
 			continue
 		}
-		fmt.Fprintf(&b, "%s:%d:%d;", p, fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(&b, "%s:%x;", p, sha256.Sum256(data))
 	}
 	return b.String()
 }

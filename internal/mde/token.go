@@ -115,7 +115,7 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 
 // paced returns the last rejection while the tenant is paced: less than rejectedPace since the credentials
 // were rejected, and the credential files unchanged since (a rotated file earns an immediate attempt).
-// Called with mu held; the file check is a stat per file.
+// Called with mu held; the file check reads the (small) credential files.
 func (t *tokenCache) paced() *TokenError {
 	if t.rejected == nil || !t.now().Before(t.retryAt) {
 		return nil
