@@ -58,6 +58,8 @@ type App struct {
 	nc       *nats.Conn
 	relay    *relay.Relay
 	degraded []func() bool
+	auth     []*mde.Client // every tenant's client, for the per-tenant auth detail of Ready
+	authStop func()        // stops the auth checks of the previous tenants() attempt
 }
 
 // New checks the configuration; it does not touch the network.
@@ -318,13 +320,15 @@ func userAgent() string { return "MdePartner-LrRelay-lr-relay/" + Version }
 // tenants builds a Defender client per tenant, each with its own limiter keys, and the router.
 func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router, int, error) {
 	var specs []tenant.Spec
-	if a.cfg.MDETenantID != "" || a.cfg.MDEClientID != "" {
+	if a.cfg.HasDefaultTenant() {
 		secret, err := a.cfg.ClientSecret()
 		if err != nil {
 			return nil, 0, err
 		}
 		specs = append(specs, tenant.Spec{
-			Name: tenant.DefaultName, TenantID: a.cfg.MDETenantID, ClientID: a.cfg.MDEClientID, ClientSecret: secret,
+			Name: tenant.DefaultName, TenantID: a.cfg.TenantID(), ClientID: a.cfg.ClientID(), ClientSecret: secret,
+			ClientSecretFile: a.cfg.MDEClientSecretFile, Auth: a.cfg.AuthMode(),
+			ClientCertificateFile: a.cfg.MDEClientCertFile, ClientCertificatePasswordFile: a.cfg.MDEClientCertPasswordFile,
 			Cloud: a.cfg.MDECloud, APIURL: a.cfg.MDEAPIURL, TokenURL: a.cfg.MDETokenURL, Scope: a.cfg.MDEScope,
 		})
 	}
@@ -336,7 +340,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		specs = append(specs, more...)
 	}
 	if len(specs) == 0 {
-		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and LR_MDE_CLIENT_SECRET(_FILE), or LR_TENANTS_FILE")
+		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and a credential (LR_MDE_CLIENT_SECRET_FILE, LR_MDE_CLIENT_CERT_FILE, or LR_MDE_AUTH=workload-identity or managed-identity), or LR_TENANTS_FILE")
 	}
 	if err := tenant.Validate(specs); err != nil {
 		return nil, 0, err
@@ -347,6 +351,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	}}
 	byID := map[string]*relay.Tenant{}
 	var def *relay.Tenant
+	clients := make([]*mde.Client, 0, len(specs))
 	for _, s := range specs {
 		limiter, err := a.limiter(ctx, js, s)
 		if err != nil {
@@ -362,6 +367,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		if err != nil {
 			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)
 		}
+		clients = append(clients, client)
 		t := &relay.Tenant{Name: s.Name, ID: s.TenantID, API: client}
 		byID[s.TenantID] = t
 		if s.Name == tenant.DefaultName {
@@ -369,6 +375,19 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		}
 	}
 	rt := tenant.NewRouter(byID, def, def != nil)
+	checkCtx, stop := context.WithCancel(ctx)
+	a.mu.Lock()
+	if a.authStop != nil {
+		a.authStop()
+	}
+	a.auth, a.authStop = clients, stop
+	a.mu.Unlock()
+	// Every tenant's first token is fetched now, a few tenants at a time, so that wrong credentials show in
+	// lr_tenant_auth_ok, the log and /-/ready at start rather than at the tenant's first event; tenants
+	// that are not ok are checked again every 30 s, so a fixed secret shows without waiting for an event.
+	// It never stops the start: a tenant whose credentials are rejected only has its events wait. The
+	// goroutine ends with ctx (each check is bounded by LR_MDE_REQUEST_TIMEOUT).
+	go mde.CheckAuthAll(checkCtx, clients, 8, 30*time.Second)
 	return rt.Route, len(specs), nil
 }
 
@@ -419,10 +438,11 @@ func (e endpointLimiter) Wait(ctx context.Context, key string) error {
 }
 func (e endpointLimiter) Pause(key string, until time.Time) { e.pick(key).Pause(key, until) }
 
-// Ready reports whether the process is connected and bound to its consumer.
+// Ready reports whether the process is connected and bound to its consumer. The detail adds one line per
+// tenant whose authentication is not ok (no token yet, or credentials rejected).
 func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
-	nc, r, degraded := a.nc, a.relay, a.degraded
+	nc, r, degraded, auth := a.nc, a.relay, a.degraded, a.auth
 	a.mu.Unlock()
 	switch {
 	case nc == nil || r == nil:
@@ -432,12 +452,21 @@ func (a *App) Ready() (bool, string) {
 	case !r.Ready():
 		return false, "consumer not bound"
 	}
+	msg := "ready"
 	for _, d := range degraded {
 		if d() {
-			return true, "ready (quota degraded: KV unreachable, using the local fallback share)"
+			msg = "ready (quota degraded: KV unreachable, using the local fallback share)"
+			break
 		}
 	}
-	return true, "ready"
+	// A tenant whose credentials fail does not make the process unready: the other tenants' events still
+	// flow, and restarting the pod would not fix a revoked secret. The body names each such tenant.
+	for _, c := range auth {
+		if ok, why := c.AuthHealthy(); !ok {
+			msg += "\ntenant " + c.Tenant() + " auth: " + why
+		}
+	}
+	return true, msg
 }
 
 func (a *App) serveHTTP() (*http.Server, error) {

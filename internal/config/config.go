@@ -44,6 +44,10 @@ type Config struct {
 	MDEClientSecret     string        `envconfig:"MDE_CLIENT_SECRET" desc:"Client secret (prefer LR_MDE_CLIENT_SECRET_FILE)."`
 	MDEClientSecretFile string        `envconfig:"MDE_CLIENT_SECRET_FILE" desc:"File holding the client secret."`
 	MDERequestTimeout   time.Duration `envconfig:"MDE_REQUEST_TIMEOUT" default:"30s" desc:"Timeout of one Defender API request."`
+	// Entra authentication
+	MDEAuth                   string `envconfig:"MDE_AUTH" desc:"How the default tenant authenticates: secret, certificate, workload-identity or managed-identity; empty means secret, or certificate when only LR_MDE_CLIENT_CERT_FILE is set."`
+	MDEClientCertFile         string `envconfig:"MDE_CLIENT_CERT_FILE" desc:"Certificate with its private key (PEM, or PFX) for LR_MDE_AUTH=certificate; re-read when it changes."`
+	MDEClientCertPasswordFile string `envconfig:"MDE_CLIENT_CERT_PASSWORD_FILE" desc:"File holding the password of an encrypted PFX in LR_MDE_CLIENT_CERT_FILE."`
 
 	RateLimits       string        `envconfig:"RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GetLiveResponseResultDownloadLink calls, per tenant."`
 	ActionRateLimits string        `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
@@ -122,6 +126,7 @@ func (c Config) Validate() error {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("LR_%s: %s", name, fmt.Sprintf(format, args...)))
 	}
+	errs = append(errs, c.validateAuth()...)
 	if c.Workers < 1 || c.Workers > 1024 {
 		bad("WORKERS", "must be between 1 and 1024, got %d", c.Workers)
 	}

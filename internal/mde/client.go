@@ -1,9 +1,11 @@
 // Package mde is the client for the Microsoft Defender for Endpoint API calls lr-relay makes: reading a
 // machine action and asking for the download link of one live response command's result.
 //
-// The client owns the parts of talking to Defender that every call must get right: an OAuth2 client
-// credentials token that is cached, refreshed early and refreshed once more when the API refuses it; the
-// per-tenant throttle (every call waits on a Limiter, and a 429 pauses the whole tenant for Retry-After);
+// The client owns the parts of talking to Defender that every call must get right: an access token (client
+// secret through x/oauth2; certificate, workload identity or managed identity through azidentity) that is
+// cached, refreshed early at a jittered point and once more when the API refuses it, with rejected
+// credentials typed, paced and reported as the tenant's auth health; the per-tenant throttle (every call
+// waits on a Limiter, and a 429 pauses the whole tenant for Retry-After);
 // bounded bodies and per-request timeouts; and typed errors that say whether trying again can help. Neither
 // the client secret nor a token ever appears in an error or a log line.
 package mde
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -68,6 +71,18 @@ type Config struct {
 	ClientID string
 	// ClientSecret is the app registration's client secret. It is sent only in the token request body.
 	ClientSecret string
+	// Auth is the authentication mode: AuthSecret (the default), AuthCertificate, AuthWorkloadIdentity or
+	// AuthManagedIdentity.
+	Auth string
+	// ClientSecretFile holds the client secret; it is read at every token request, so a rotated secret is
+	// used without a restart. It takes the place of ClientSecret.
+	ClientSecretFile string
+	// ClientCertFile is the certificate with its private key, PEM or PKCS#12 (PFX), for AuthCertificate;
+	// ClientCertPasswordFile holds the password of an encrypted PFX. Both are read at every token request.
+	ClientCertFile, ClientCertPasswordFile string
+	// FederatedTokenFile is the federated token (AZURE_FEDERATED_TOKEN_FILE) for AuthWorkloadIdentity,
+	// read at every token request.
+	FederatedTokenFile string
 	// Tenant is the tenant's name inside lr-relay; it prefixes the limiter keys and labels metrics and logs.
 	// It defaults to "default" for a single-tenant relay.
 	Tenant string
@@ -94,8 +109,13 @@ type Limiter interface {
 type Option func(*options)
 
 type options struct {
-	reg prometheus.Registerer
+	now    func() time.Time
+	reg    prometheus.Registerer
+	jitter func() float64
 }
+
+// WithClock replaces time.Now, for tests of token expiry and Retry-After dates.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // WithRegisterer registers the client's metrics (lr_mde_*) with reg. Clients of several tenants may
 // share one registerer.
@@ -108,10 +128,10 @@ type Client struct {
 	userAgent   string
 	maxThrottle int
 	timeout     time.Duration
-	secret      string
 	http        *http.Client
 	limiter     Limiter
 	log         zerolog.Logger
+	now         func() time.Time
 	tokens      *tokenCache
 	metrics     *metrics
 }
@@ -128,7 +148,7 @@ var (
 // client; its own Timeout, if any, applies on top of RequestTimeout. limiter is required: calling Defender
 // without one would meet 429s instead of avoiding them.
 func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logger, opts ...Option) (*Client, error) {
-	var o options
+	o := options{now: time.Now, jitter: rand.Float64}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -137,30 +157,61 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 	if err != nil {
 		errs = append(errs, err)
 	}
-	tokenURL := cfg.TokenURL
-	if strings.Contains(tokenURL, "{tenant}") {
-		if strings.TrimSpace(cfg.TenantID) == "" {
-			errs = append(errs, errors.New("mde: TenantID is required because TokenURL contains {tenant}"))
-		}
-		tokenURL = Cloud{TokenURLTemplate: tokenURL}.TokenURL(strings.TrimSpace(cfg.TenantID))
+	mode := cfg.Auth
+	if mode == "" {
+		mode = AuthSecret
 	}
-	if tokenURL, err = checkURL("TokenURL", tokenURL); err != nil {
-		errs = append(errs, err)
+	// A managed identity gets its token from the hosting environment's endpoint, not from TokenURL.
+	tokenURL, tokenURLOK := cfg.TokenURL, false
+	if mode != AuthManagedIdentity {
+		if strings.Contains(tokenURL, "{tenant}") {
+			if strings.TrimSpace(cfg.TenantID) == "" {
+				errs = append(errs, errors.New("mde: TenantID is required because TokenURL contains {tenant}"))
+			}
+			tokenURL = Cloud{TokenURLTemplate: tokenURL}.TokenURL(strings.TrimSpace(cfg.TenantID))
+		}
+		if tokenURL, err = checkURL("TokenURL", tokenURL); err != nil {
+			errs = append(errs, err)
+		} else {
+			tokenURLOK = true
+		}
 	}
 	if strings.TrimSpace(cfg.Scope) == "" {
 		errs = append(errs, errors.New("mde: Scope is required"))
 	}
-	if strings.TrimSpace(cfg.ClientID) == "" {
+	if mode != AuthManagedIdentity && strings.TrimSpace(cfg.ClientID) == "" {
 		errs = append(errs, errors.New("mde: ClientID is required"))
 	}
-	if cfg.ClientSecret == "" {
-		errs = append(errs, errors.New("mde: ClientSecret is required"))
+	var authority string
+	switch mode {
+	case AuthSecret:
+		if cfg.ClientSecret == "" && cfg.ClientSecretFile == "" {
+			errs = append(errs, errors.New("mde: ClientSecret or ClientSecretFile is required"))
+		}
+	case AuthCertificate, AuthWorkloadIdentity:
+		if mode == AuthCertificate && cfg.ClientCertFile == "" {
+			errs = append(errs, errors.New("mde: ClientCertFile is required for certificate authentication"))
+		}
+		if mode == AuthWorkloadIdentity && cfg.FederatedTokenFile == "" {
+			errs = append(errs, errors.New("mde: FederatedTokenFile is required for workload identity"))
+		}
+		if tokenURLOK {
+			if authority, err = authorityHost(tokenURL, strings.TrimSpace(cfg.TenantID)); err != nil {
+				errs = append(errs, fmt.Errorf("mde: %w", err))
+			}
+		}
+	case AuthManagedIdentity:
+	default:
+		errs = append(errs, fmt.Errorf("mde: unknown Auth %q: valid modes are %s", cfg.Auth, strings.Join(AuthModes(), ", ")))
 	}
 	if cfg.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("mde: RequestTimeout must not be negative, got %s", cfg.RequestTimeout))
 	}
 	if limiter == nil {
 		errs = append(errs, errors.New("mde: a Limiter is required"))
+	}
+	if o.now == nil {
+		errs = append(errs, errors.New("mde: WithClock needs a non-nil function"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -172,9 +223,9 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 		userAgent:   orDefault(cfg.UserAgent, DefaultUserAgent),
 		maxThrottle: cfg.MaxThrottleRetries,
 		timeout:     cfg.RequestTimeout,
-		secret:      cfg.ClientSecret,
 		http:        httpClient,
 		limiter:     limiter,
+		now:         o.now,
 	}
 	switch {
 	case c.maxThrottle == 0:
@@ -192,21 +243,36 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 	if c.metrics, err = newMetrics(o.reg, c.tenant); err != nil {
 		return nil, fmt.Errorf("mde: registering metrics: %w", err)
 	}
+	var cred credential
+	if mode == AuthSecret {
+		cred = &secretCredential{
+			conf: clientcredentials.Config{
+				ClientID: strings.TrimSpace(cfg.ClientID),
+				TokenURL: tokenURL,
+				Scopes:   []string{strings.TrimSpace(cfg.Scope)},
+				// In the form body, as Entra expects; also avoids x/oauth2's auto-detection sending two requests.
+				AuthStyle: oauth2.AuthStyleInParams,
+			},
+			secret: cfg.ClientSecret, file: cfg.ClientSecretFile, http: c.http, timeout: c.timeout,
+		}
+	} else {
+		cred = &azCredential{
+			mode: mode, tenantID: strings.TrimSpace(cfg.TenantID), clientID: strings.TrimSpace(cfg.ClientID),
+			authority: authority, scope: strings.TrimSpace(cfg.Scope),
+			certFile: cfg.ClientCertFile, passFile: cfg.ClientCertPasswordFile, tokenFile: cfg.FederatedTokenFile,
+			http: c.http, timeout: c.timeout,
+		}
+	}
 	c.tokens = &tokenCache{
-		conf: clientcredentials.Config{
-			ClientID:     strings.TrimSpace(cfg.ClientID),
-			ClientSecret: cfg.ClientSecret,
-			TokenURL:     tokenURL,
-			Scopes:       []string{strings.TrimSpace(cfg.Scope)},
-			// In the form body, as Entra expects; also avoids x/oauth2's auto-detection sending two requests.
-			AuthStyle: oauth2.AuthStyleInParams,
-		},
-		http:    c.http,
+		cred:    cred,
+		now:     c.now,
+		jitter:  o.jitter,
 		timeout: c.timeout,
 		log:     c.log,
 		metrics: c.metrics,
 		tenant:  c.tenant,
 	}
+	c.metrics.authOK(false)
 	return c, nil
 }
 
@@ -246,7 +312,7 @@ func checkURL(name, raw string) (string, error) {
 
 // GetAction reads the machine action id (GET {api}/api/machineactions/{id}). HasCommands is set when the
 // answer had a "commands" key at all. Errors: ErrInvalidArgument, *APIError (404 for an unknown or invisible
-// action), *TokenError, ErrBadResponse, or a transport error.
+// action), *TokenError, ErrBadResponse, or a transport error; see IsRetryable.
 func (c *Client) GetAction(ctx context.Context, id string) (*action.MachineAction, error) {
 	if !action.IsGUID(id) {
 		return nil, fmt.Errorf("%w: action id %q is not a GUID", ErrInvalidArgument, shorten(id, 64))
@@ -337,7 +403,7 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 				continue
 			}
 		case http.StatusTooManyRequests:
-			until := time.Now().Add(apiErr.RetryAfter)
+			until := c.now().Add(apiErr.RetryAfter)
 			c.limiter.Pause(key, until)
 			retry := throttled < c.maxThrottle
 			c.log.Warn().Str("op", o.Label).Str("key", key).Dur("retry_after", apiErr.RetryAfter).
@@ -405,7 +471,7 @@ func resultLabel(status int) string {
 }
 
 // transportError marks the client's own timeout (the caller's context still alive) as such, so that
-// isTransient can tell it from the caller giving up.
+// IsRetryable can tell it from the caller giving up.
 func (c *Client) transportError(ctx, reqCtx context.Context, o op, err error) error {
 	if ctx.Err() == nil && (reqCtx.Err() != nil || isTimeout(err)) {
 		return &timeoutError{op: o.Name, timeout: c.timeout, err: err}
@@ -425,14 +491,14 @@ func (c *Client) apiError(o op, status int, header http.Header, body []byte, tok
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(body, &eb); err == nil && eb.Error != nil {
-		e.Code = safeToken(redact(eb.Error.Code, c.secret, tok), 64)
+		e.Code = safeToken(redact(eb.Error.Code, c.scrub(tok)...), 64)
 		e.Message = c.sanitise(eb.Error.Message, tok, 300)
-		e.Target = safeToken(redact(eb.Error.Target, c.secret, tok), 100)
+		e.Target = safeToken(redact(eb.Error.Target, c.scrub(tok)...), 100)
 	} else {
 		e.Message = c.sanitise(string(body), tok, 200)
 	}
 	if status == http.StatusTooManyRequests {
-		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
+		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), c.now())
 	}
 	return e
 }
@@ -440,7 +506,7 @@ func (c *Client) apiError(o op, status int, header http.Header, body []byte, tok
 // sanitise makes server text safe for an error string: the secret and the token are removed in case the
 // server echoed them, control characters and invalid UTF-8 go, whitespace collapses and the length is capped.
 func (c *Client) sanitise(s, tok string, n int) string {
-	s = strings.ToValidUTF8(redact(s, c.secret, tok), " ")
+	s = strings.ToValidUTF8(redact(s, c.scrub(tok)...), " ")
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsSpace(r) || !unicode.IsPrint(r) {
 			return ' '
@@ -448,6 +514,11 @@ func (c *Client) sanitise(s, tok string, n int) string {
 		return r
 	}, s)
 	return shorten(strings.Join(strings.Fields(s), " "), n)
+}
+
+// scrub lists the values that must never reach an error: the credential's secrets and the token.
+func (c *Client) scrub(tok string) []string {
+	return append(c.tokens.cred.secrets(), tok)
 }
 
 // shorten caps s at n runes, marking the cut.

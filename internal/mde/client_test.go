@@ -46,6 +46,15 @@ func TestNewValidation(t *testing.T) {
 		{"token url needs tenant", func(c *Config) { c.TenantID = "" }, "TenantID"},
 		{"ftp token url", func(c *Config) { c.TokenURL = "ftp://login.example/token" }, "https"},
 		{"query in api url", func(c *Config) { c.APIURL = "https://api.example?x=1" }, "query"},
+		{"unknown auth", func(c *Config) { c.Auth = "kerberos" }, "workload-identity"},
+		{"certificate needs a file", func(c *Config) { c.Auth = AuthCertificate }, "ClientCertFile"},
+		{"workload needs a token file", func(c *Config) { c.Auth = AuthWorkloadIdentity }, "FederatedTokenFile"},
+		{"certificate needs https", func(c *Config) {
+			c.Auth, c.ClientCertFile, c.TokenURL = AuthCertificate, "x.pem", "http://127.0.0.1:1/{tenant}/oauth2/v2.0/token"
+		}, "https"},
+		{"certificate needs the standard token path", func(c *Config) {
+			c.Auth, c.ClientCertFile, c.TokenURL = AuthCertificate, "x.pem", "https://login.example/{tenant}/token"
+		}, "oauth2/v2.0/token"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,8 +74,8 @@ func TestNewValidation(t *testing.T) {
 		if c.apiURL != "https://api.securitycenter.microsoft.com" {
 			t.Errorf("apiURL = %q, want trailing slash trimmed", c.apiURL)
 		}
-		if want := "https://login.microsoftonline.com/" + testTenantID + "/oauth2/v2.0/token"; c.tokens.conf.TokenURL != want {
-			t.Errorf("token URL = %q, want %q", c.tokens.conf.TokenURL, want)
+		if want := "https://login.microsoftonline.com/" + testTenantID + "/oauth2/v2.0/token"; c.tokens.cred.(*secretCredential).conf.TokenURL != want {
+			t.Errorf("token URL = %q, want %q", c.tokens.cred.(*secretCredential).conf.TokenURL, want)
 		}
 		if c.tenant != DefaultTenant || c.userAgent != DefaultUserAgent || c.maxThrottle != DefaultMaxThrottleRetries || c.timeout != DefaultRequestTimeout {
 			t.Errorf("defaults = %q %q %d %s, want %q %q %d %s", c.tenant, c.userAgent, c.maxThrottle, c.timeout,

@@ -71,10 +71,16 @@ func (e *APIError) Retryable() bool {
 type TokenError struct {
 	// Status is the token endpoint's HTTP status, or 0 when no answer arrived (network failure).
 	Status int
-	// Code is the OAuth2 error code, such as "invalid_client", or "".
+	// Code is the OAuth2 error code, such as "invalid_client", or "". A credential file that cannot be
+	// used (missing, not a certificate, wrong password) has the code "credential_file_unusable".
 	Code string
+	// AADSTS is Entra ID's error number (7000215 for a wrong secret), or 0.
+	AADSTS int
 	// Err is the sanitised cause.
 	Err error
+	// rejected marks a refusal recognised by its source rather than by code (a managed identity endpoint
+	// that does not know the identity).
+	rejected bool
 }
 
 // Error describes the failure; see the type comment for why it never includes the endpoint's body.
@@ -99,10 +105,52 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // Retryable reports whether a later attempt may succeed: no answer at all (network), 5xx, 408 and 429 are
 // transient; 400 and 401 mean wrong tenant, client id or secret, which only the operator can fix.
 func (e *TokenError) Retryable() bool {
+	if e.CredentialsRejected() {
+		return false
+	}
 	switch {
 	case e.Status == 0:
 		return isTransient(e.Err)
 	case e.Status >= 500, e.Status == http.StatusRequestTimeout, e.Status == http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
+// CredentialsRejected reports whether the error means the tenant's credentials are refused: the secret,
+// certificate, federated token or managed identity is wrong, expired, revoked or unknown, or a credential
+// file cannot be used. Only the operator can fix that, so such errors are never Retryable; the relay holds
+// the tenant's events back instead of dead-lettering them, and the client paces further token requests.
+func (e *TokenError) CredentialsRejected() bool {
+	if e.rejected || e.Code == codeCredentialFile {
+		return true
+	}
+	switch e.Code {
+	case "invalid_client", "unauthorized_client":
+		return true
+	}
+	return rejectedAADSTS(e.AADSTS)
+}
+
+// rejectedAADSTS lists the Entra ID error numbers that mean the credentials themselves are refused, whatever
+// OAuth2 error code comes with them.
+func rejectedAADSTS(n int) bool {
+	switch n {
+	case 7000215, // invalid client secret
+		7000222, // client secret expired
+		7000112, // application disabled
+		700016,  // application not found in the tenant
+		90002,   // tenant not found
+		700027,  // assertion signature invalid, or certificate not registered or expired
+		700024,  // assertion not within its valid time range
+		700021,  // assertion issuer or subject is not the client id
+		700023,  // assertion audience is not the token endpoint
+		50027,   // malformed JWT
+		50013,   // federated token signature invalid
+		70021,   // no matching federated identity record
+		700211,  // federated: issuer does not match
+		700212,  // federated: audience does not match
+		700213:  // federated: subject does not match
 		return true
 	}
 	return false

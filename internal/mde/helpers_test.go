@@ -64,6 +64,7 @@ type harness struct {
 	t         *testing.T
 	srv       *httptest.Server
 	lim       *fakeLimiter
+	clock     *fakeClock
 	logs      *testutil.SyncBuffer
 	client    *Client
 	tokenHits atomic.Int32
@@ -76,30 +77,47 @@ type harness struct {
 	lastReq  *http.Request
 }
 
+// fakeClock is an injectable clock that moves only when told to.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
 // newHarness starts the server on a loopback socket; mutate adjusts the Config before the client is built.
 func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 	t.Helper()
-	return startHarness(t, func(h http.Handler) *httptest.Server {
-		srv := httptest.NewServer(h)
+	h := &harness{clock: &fakeClock{now: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}}
+	return startHarness(t, h, func(hd http.Handler) *httptest.Server {
+		srv := httptest.NewServer(hd)
 		t.Cleanup(srv.Close)
 		return srv
-	}, mutate, opts...)
+	}, mutate, append([]Option{WithClock(h.clock.Now)}, opts...)...)
 }
 
 // newPipeHarness is newHarness on an in-memory network, for tests that move time inside a testing/synctest
 // bubble (where time.Sleep advances the clock that the client reads).
 func newPipeHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 	t.Helper()
-	return startHarness(t, func(h http.Handler) *httptest.Server { return testutil.NewPipeServer(t, h) }, mutate, opts...)
+	return startHarness(t, &harness{}, func(h http.Handler) *httptest.Server { return testutil.NewPipeServer(t, h) }, mutate, opts...)
 }
 
-func startHarness(t *testing.T, serve func(http.Handler) *httptest.Server, mutate func(*Config), opts ...Option) *harness {
+// startHarness fills h (its clock, when set, is the client's: newHarness; the pipe harness uses the synctest
+// bubble's time). Token refresh jitter is off, so expiry tests know when a token is renewed.
+func startHarness(t *testing.T, h *harness, serve func(http.Handler) *httptest.Server, mutate func(*Config), opts ...Option) *harness {
 	t.Helper()
-	h := &harness{
-		t:    t,
-		lim:  &fakeLimiter{},
-		logs: &testutil.SyncBuffer{},
-	}
+	h.t, h.lim, h.logs = t, &fakeLimiter{}, &testutil.SyncBuffer{}
 	h.tokenFn = h.defaultToken
 	h.apiFn = func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"value": "https://x.blob.core.windows.net/c/b?sig=abc"})
@@ -137,7 +155,7 @@ func startHarness(t *testing.T, serve func(http.Handler) *httptest.Server, mutat
 		mutate(&cfg)
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
-	c, err := New(cfg, h.srv.Client(), h.lim, log, opts...)
+	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{withJitter(func() float64 { return 0 })}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

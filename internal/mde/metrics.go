@@ -12,6 +12,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
+	auth     *prometheus.GaugeVec
 }
 
 // newMetrics registers the collectors with reg. Several clients (one per tenant) share one registry, so a
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer, tenant string) (*metrics, error) {
 		Namespace: "lr", Subsystem: "mde", Name: "token_requests_total",
 		Help: "OAuth2 token requests by tenant and result (ok, error).",
 	}, []string{"tenant", "result"})
+	auth := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "lr", Subsystem: "tenant", Name: "auth_ok",
+		Help: "1 while the tenant's credentials are accepted (its last token request succeeded), 0 before its first token and after the token endpoint rejected them.",
+	}, []string{"tenant"})
 	m := &metrics{tenant: tenant}
 	var err error
 	m.requests, err = register(reg, requests)
@@ -44,6 +49,10 @@ func newMetrics(reg prometheus.Registerer, tenant string) (*metrics, error) {
 		return nil, err
 	}
 	m.tokens, err = register(reg, tokens)
+	if err != nil {
+		return nil, err
+	}
+	m.auth, err = register(reg, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -80,4 +89,15 @@ func (m *metrics) token(result string) {
 		return
 	}
 	m.tokens.WithLabelValues(m.tenant, result).Inc()
+}
+
+func (m *metrics) authOK(ok bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.auth.WithLabelValues(m.tenant).Set(v)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,27 +12,45 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 )
 
 const (
-	// refreshMargin is how long before expiry a token is replaced, so that a call never starts with a token
-	// that dies in flight and clocks that disagree a little do not matter.
-	refreshMargin = 2 * time.Minute
+	// refreshMinFraction and refreshMaxFraction bound where in a token's lifetime its replacement is
+	// fetched, measured back from expiry: a uniformly random point in the last 10-20%. The random point
+	// spreads the refreshes of many tenants whose tokens were issued in the same second (a deployment that
+	// starts with 1000 tenants) over minutes instead of one burst, and leaves every token several minutes of
+	// life when it is replaced, so a call never starts with a token that dies in flight.
+	refreshMinFraction = 0.10
+	refreshMaxFraction = 0.20
 	// defaultTokenLifetime is assumed when the token endpoint states no lifetime; Entra tokens live about an
 	// hour, and a 401 still forces a refresh if this guess is wrong.
 	defaultTokenLifetime = time.Hour
+	// rejectedPace is how long after the token endpoint rejected a tenant's credentials the next real attempt
+	// waits, unless a credential file changed meanwhile. In between, callers get the rejection at once: a
+	// tenant with a revoked secret costs one token request per 30 s, not one per event.
+	rejectedPace = 30 * time.Second
 )
 
 // aadstsRE finds Entra's error number (AADSTS7000215 and the like) in an error description: it tells an
 // operator exactly what is wrong without carrying any of the free text.
 var aadstsRE = regexp.MustCompile(`AADSTS[0-9]{1,10}`)
 
+// health is what the token cache knows about a tenant's credentials.
+type health int
+
+const (
+	healthUnknown health = iota // no token yet, and no rejection
+	healthOK                    // the last token request succeeded
+	healthFailing               // the token endpoint rejected the credentials
+)
+
 // tokenCache hands out a cached access token and fetches a new one, one request at a time, when it is about
-// to expire or has been refused by the API.
+// to expire or has been refused by the API. After the credentials were rejected it paces further attempts
+// (rejectedPace) and tracks the tenant's authentication health.
 type tokenCache struct {
-	conf    clientcredentials.Config
-	http    *http.Client
+	cred    credential
+	now     func() time.Time
+	jitter  func() float64 // uniform in [0, 1)
 	timeout time.Duration
 	log     zerolog.Logger
 	metrics *metrics
@@ -43,6 +60,13 @@ type tokenCache struct {
 	token     string    // guarded by mu; "" when there is none
 	refreshAt time.Time // guarded by mu
 	flight    *flight   // guarded by mu; the token request in progress, if any
+	// rejected is the last credentials rejection, returned without a request until retryAt unless the
+	// credential files no longer match rejectedFiles. Guarded by mu.
+	rejected      *TokenError
+	retryAt       time.Time
+	rejectedFiles string
+	state         health // guarded by mu
+	lastErr       error  // guarded by mu; the last failure, for the readiness detail
 }
 
 // flight is one token request that concurrent callers share. Its fields are written before done is closed.
@@ -59,13 +83,17 @@ type flight struct {
 func (t *tokenCache) get(ctx context.Context) (string, error) {
 	for {
 		t.mu.Lock()
-		if t.token != "" && time.Now().Before(t.refreshAt) {
+		if t.token != "" && t.now().Before(t.refreshAt) {
 			tok := t.token
 			t.mu.Unlock()
 			return tok, nil
 		}
 		f := t.flight
 		if f == nil {
+			if rej := t.paced(); rej != nil {
+				t.mu.Unlock()
+				return "", rej
+			}
 			f = &flight{done: make(chan struct{})}
 			t.flight = f
 			t.mu.Unlock()
@@ -85,6 +113,19 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 	}
 }
 
+// paced returns the last rejection while the tenant is paced: less than rejectedPace since the credentials
+// were rejected, and the credential files unchanged since (a rotated file earns an immediate attempt).
+// Called with mu held; the file check reads the (small) credential files.
+func (t *tokenCache) paced() *TokenError {
+	if t.rejected == nil || !t.now().Before(t.retryAt) {
+		return nil
+	}
+	if t.cred.files() != t.rejectedFiles {
+		return nil
+	}
+	return t.rejected
+}
+
 // invalidate drops tok from the cache after the API refused it. A token that another caller has already
 // replaced is left alone, so that a burst of 401s for one stale token costs one refresh, not many.
 func (t *tokenCache) invalidate(tok string) {
@@ -99,10 +140,11 @@ func (t *tokenCache) invalidate(tok string) {
 func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 	reqCtx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	start := time.Now()
-	tk, err := t.conf.Token(context.WithValue(reqCtx, oauth2.HTTPClient, t.http))
+	start := t.now()
+	files := t.cred.files() // before the request: a file rotated during it earns another attempt
+	tok, life, err := t.cred.token(ctx, reqCtx)
 	if err != nil {
-		f.err = t.tokenError(ctx, reqCtx, err)
+		f.err = err
 		f.abandoned = ctx.Err() != nil
 		t.metrics.token("error")
 		ev := t.log.Warn()
@@ -110,15 +152,19 @@ func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 			ev = t.log.Debug()
 		}
 		ev.Err(f.err).Msg("mde token request failed")
+		if !f.abandoned {
+			t.failed(err, start, files)
+		}
 	} else {
-		life := tokenLifetime(tk)
-		margin := min(refreshMargin, life/2)
-		f.token = tk.AccessToken
+		f.token = tok
 		t.metrics.token("ok")
-		t.log.Debug().Dur("lifetime", life).Msg("mde token obtained")
+		t.log.Debug().Float64("lifetime_seconds", life.Seconds()).Msg("mde token obtained")
 		t.mu.Lock()
-		t.token = tk.AccessToken
-		t.refreshAt = start.Add(life - margin)
+		t.token = tok
+		t.refreshAt = start.Add(life - refreshBefore(life, t.jitter()))
+		t.rejected = nil
+		t.lastErr = nil
+		t.transition(healthOK, nil)
 		t.mu.Unlock()
 	}
 	t.mu.Lock()
@@ -127,8 +173,66 @@ func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 	close(f.done)
 }
 
+// failed records a failed token request: a credentials rejection starts the pacing and marks the tenant
+// failing; other failures (network, 5xx) leave the health as it was.
+func (t *tokenCache) failed(err error, start time.Time, files string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lastErr = err
+	var te *TokenError
+	if errors.As(err, &te) && te.CredentialsRejected() {
+		t.rejected = te
+		t.retryAt = start.Add(rejectedPace)
+		t.rejectedFiles = files
+		t.transition(healthFailing, te)
+	}
+}
+
+// transition moves the health to s, logging once per change and setting lr_tenant_auth_ok. Called with mu
+// held.
+func (t *tokenCache) transition(s health, te *TokenError) {
+	if s == t.state {
+		return
+	}
+	prev := t.state
+	t.state = s
+	t.metrics.authOK(s == healthOK)
+	switch s {
+	case healthOK:
+		if prev == healthFailing {
+			t.log.Info().Msg("mde credentials accepted again")
+		} else {
+			t.log.Info().Msg("mde credentials accepted")
+		}
+	case healthFailing:
+		t.log.Error().Str("code", te.Code).Int("aadsts", te.AADSTS).Int("status", te.Status).Err(te).
+			Msg("mde credentials rejected; the tenant's events wait until they are fixed")
+	}
+}
+
+// healthy reports the tenant's authentication health and, when it is not ok, why.
+func (t *tokenCache) healthy() (bool, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.state == healthOK:
+		return true, "ok"
+	case t.state == healthFailing:
+		return false, "credentials rejected: " + t.rejected.Error()
+	case t.lastErr != nil:
+		return false, "no token yet: " + t.lastErr.Error()
+	}
+	return false, "no token yet"
+}
+
+// refreshBefore is how long before expiry a token of lifetime life is replaced: a point drawn from
+// [refreshMinFraction, refreshMaxFraction) of the lifetime by j, uniform in [0, 1).
+func refreshBefore(life time.Duration, j float64) time.Duration {
+	return time.Duration(float64(life) * (refreshMinFraction + (refreshMaxFraction-refreshMinFraction)*j))
+}
+
 // tokenLifetime reads expires_in as sent (a number, or a string in older Entra answers) rather than the
-// Expiry that x/oauth2 computes on receipt, so that the lifetime counts from when the request was sent.
+// Expiry that x/oauth2 computes from the wall clock, so that an injected clock governs refreshes.
 func tokenLifetime(tk *oauth2.Token) time.Duration {
 	switch v := tk.Extra("expires_in").(type) {
 	case float64:
@@ -142,30 +246,6 @@ func tokenLifetime(tk *oauth2.Token) time.Duration {
 		return time.Until(tk.Expiry)
 	}
 	return defaultTokenLifetime
-}
-
-// tokenError turns whatever x/oauth2 returned into a *TokenError that is safe to log. An
-// *oauth2.RetrieveError is never kept: its Error() prints the endpoint's body.
-func (t *tokenCache) tokenError(ctx, reqCtx context.Context, err error) *TokenError {
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		te := &TokenError{Code: safeToken(redact(re.ErrorCode, t.conf.ClientSecret), 64)}
-		if re.Response != nil {
-			te.Status = re.Response.StatusCode
-		}
-		if id := aadstsRE.FindString(re.ErrorDescription); id != "" {
-			te.Err = errors.New(id)
-		}
-		return te
-	}
-	if ctx.Err() == nil && (reqCtx.Err() != nil || isTimeout(err)) {
-		return &TokenError{Err: &timeoutError{op: "get token", timeout: t.timeout, err: err}}
-	}
-	if s := t.conf.ClientSecret; s != "" && strings.Contains(err.Error(), s) {
-		// Not expected from x/oauth2 (the secret travels in the body), but never worth the risk.
-		err = errors.New(redact(err.Error(), s))
-	}
-	return &TokenError{Err: err}
 }
 
 // safeToken keeps the leading run of characters an error code or request id is made of, cut at the first

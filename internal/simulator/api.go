@@ -111,6 +111,14 @@ func (s *Simulator) handleLink(w http.ResponseWriter, r *http.Request) {
 
 // handleUnknown answers every other path the way the API answers an unknown resource.
 func (s *Simulator) handleUnknown(w http.ResponseWriter, r *http.Request) {
+	// The tenant discovery document cannot be a mux pattern: "/{tenant}/v2.0/.well-known/..." overlaps the
+	// blob paths with neither more specific.
+	if tenant, ok := strings.CutSuffix(r.URL.Path, "/v2.0/.well-known/openid-configuration"); ok && r.Method == http.MethodGet &&
+		strings.Count(tenant, "/") == 1 && len(tenant) > 1 {
+		r.SetPathValue("tenant", tenant[1:])
+		s.handleOpenIDConfiguration(w, r)
+		return
+	}
 	s.writeAPIError(w, http.StatusNotFound, "ResourceNotFound", "The requested resource was not found: "+r.URL.Path)
 }
 

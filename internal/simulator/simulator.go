@@ -15,7 +15,9 @@ package simulator
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
@@ -39,6 +41,8 @@ const (
 	DefaultLimits       = "100/1m,1500/1h"
 	DefaultLinkTTL      = 30 * time.Minute
 	DefaultTokenTTL     = time.Hour
+	// DefaultIdentityHeader is the X-IDENTITY-HEADER value the managed identity endpoint accepts by default.
+	DefaultIdentityHeader = "sim-identity-header"
 )
 
 // Config configures a Simulator. The zero value is usable: it accepts the demo credentials and throttles like
@@ -47,6 +51,10 @@ type Config struct {
 	// TenantID, ClientID and ClientSecret are the credentials the token endpoint accepts. They default to
 	// "demo-tenant", "demo-client" and "demo-secret" so that the demo works without any setup.
 	TenantID, ClientID, ClientSecret string
+	// Certificates and Federated are the first tenant's certificate and federated credentials (see
+	// Credentials).
+	Certificates []*x509.Certificate
+	Federated    []FederatedCredential
 	// ExtraTenants are further tenants with their own credentials, so that per-tenant quotas and routing
 	// can be exercised against one simulator.
 	ExtraTenants []Credentials
@@ -57,17 +65,60 @@ type Config struct {
 	LinkTTL time.Duration
 	// TokenTTL is the lifetime of issued bearer tokens (default 1h, as Entra ID).
 	TokenTTL time.Duration
+	// Issuers are the identity providers trusted for federated credentials (workload identity).
+	Issuers []Issuer
+	// ManagedIdentities are served by the managed identity endpoint GET /msi/token, which answers like App
+	// Service's (IDENTITY_ENDPOINT, with IdentityHeader in X-IDENTITY-HEADER).
+	ManagedIdentities []ManagedIdentity
+	// IdentityHeader is the secret the managed identity endpoint expects; it defaults to
+	// DefaultIdentityHeader.
+	IdentityHeader string
 	// Faults are the initial fault probabilities; they can be changed later with SetFaults.
 	Faults Faults
 	// Seed seeds the fault RNG so that tests are reproducible.
 	Seed int64
 	// Log receives one debug event per decision; it never carries tokens, secrets or SAS signatures.
 	Log zerolog.Logger
+	// Clock is the token endpoint's time, for tests of expired assertions; nil means time.Now.
+	Clock func() time.Time
 }
 
-// Credentials are one tenant's accepted client credentials.
+// Credentials are one tenant's app registration: what its token endpoint accepts. An application may have a
+// secret, certificates and federated credentials at once, as in Entra ID; at least one is required.
 type Credentials struct {
 	TenantID, ClientID, ClientSecret string
+	// Certificates are the public certificates uploaded to the app registration. A client_assertion JWT
+	// must name one of them (x5t or x5t#S256) and be signed with its key.
+	Certificates []*x509.Certificate
+	// Federated are the app's federated identity credentials (workload identity): a client_assertion from
+	// a trusted issuer (Config.Issuers) whose iss, sub and aud match one of them is accepted.
+	Federated []FederatedCredential
+}
+
+// FederatedCredential is one federated identity credential of an app registration.
+type FederatedCredential struct {
+	// Issuer and Subject must equal the federated token's iss and sub claims.
+	Issuer, Subject string
+	// Audience must be one of the token's aud values; empty means api://AzureADTokenExchange.
+	Audience string
+}
+
+// Issuer is an external identity provider (a Kubernetes cluster's service account issuer) whose tokens the
+// simulated Entra ID trusts. Entra fetches the issuer's keys from its OIDC discovery document; the
+// simulator is given them directly.
+type Issuer struct {
+	URL  string
+	Keys []crypto.PublicKey
+}
+
+// ManagedIdentity is a managed identity the simulated App Service identity endpoint (/msi/token) hands
+// tokens out for.
+type ManagedIdentity struct {
+	// ClientID is the identity's client id; a request without client_id gets the system-assigned identity,
+	// which is the one with SystemAssigned set.
+	ClientID       string
+	TenantID       string
+	SystemAssigned bool
 }
 
 // Action is a machine action the simulator knows, with the result content of its commands.
@@ -110,6 +161,12 @@ const (
 type Stats struct {
 	// TokenCalls counts every request to the token endpoint; TokensIssued the successful ones.
 	TokenCalls, TokensIssued int
+	// MetadataCalls counts requests for Entra's metadata documents (instance discovery and
+	// openid-configuration); IdentityCalls those to the managed identity endpoint.
+	MetadataCalls, IdentityCalls int
+	// AssertionsRejected counts client assertions refused (bad signature, unknown certificate, wrong
+	// audience, expired, unknown federated identity).
+	AssertionsRejected int
 	// ActionCalls and LinkCalls count every request to those endpoints, whatever the answer.
 	ActionCalls, LinkCalls int
 	// Unauthorized counts 401 answers (missing, unknown or expired token).
@@ -132,10 +189,14 @@ type Stats struct {
 
 // Simulator is the simulated API. Create it with New.
 type Simulator struct {
+	now      func() time.Time
 	log      zerolog.Logger
 	linkTTL  time.Duration
 	tokenTTL time.Duration
 	creds    map[string]Credentials
+	issuers  map[string]Issuer
+	mis      []ManagedIdentity
+	idHeader string
 	windows  map[Endpoint][]Window
 	key      []byte
 	mux      *http.ServeMux
@@ -186,6 +247,12 @@ func New(cfg Config) (*Simulator, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = DefaultTokenTTL
 	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.IdentityHeader == "" {
+		cfg.IdentityHeader = DefaultIdentityHeader
+	}
 	var problems []error
 	linkWin, err := ParseWindows(cfg.LinkLimits)
 	if err != nil {
@@ -205,9 +272,11 @@ func New(cfg Config) (*Simulator, error) {
 		problems = append(problems, fmt.Errorf("faults: %w", err))
 	}
 	creds := map[string]Credentials{}
-	for _, c := range append([]Credentials{{cfg.TenantID, cfg.ClientID, cfg.ClientSecret}}, cfg.ExtraTenants...) {
-		if c.TenantID == "" || c.ClientID == "" || c.ClientSecret == "" {
-			problems = append(problems, fmt.Errorf("tenant %q: tenant id, client id and client secret are all required", c.TenantID))
+	first := Credentials{TenantID: cfg.TenantID, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
+		Certificates: cfg.Certificates, Federated: cfg.Federated}
+	for _, c := range append([]Credentials{first}, cfg.ExtraTenants...) {
+		if c.TenantID == "" || c.ClientID == "" || (c.ClientSecret == "" && len(c.Certificates) == 0 && len(c.Federated) == 0) {
+			problems = append(problems, fmt.Errorf("tenant %q: tenant id, client id and a secret, certificate or federated credential are required", c.TenantID))
 			continue
 		}
 		if _, dup := creds[strings.ToLower(c.TenantID)]; dup {
@@ -216,10 +285,27 @@ func New(cfg Config) (*Simulator, error) {
 		}
 		creds[strings.ToLower(c.TenantID)] = c
 	}
+	issuers := map[string]Issuer{}
+	for _, is := range cfg.Issuers {
+		if is.URL == "" || len(is.Keys) == 0 {
+			problems = append(problems, fmt.Errorf("issuer %q: a URL and at least one key are required", is.URL))
+			continue
+		}
+		issuers[is.URL] = is
+	}
+	for _, mi := range cfg.ManagedIdentities {
+		if mi.TenantID == "" || (mi.ClientID == "" && !mi.SystemAssigned) {
+			problems = append(problems, fmt.Errorf("managed identity %q: a tenant id and a client id (or SystemAssigned) are required", mi.ClientID))
+		}
+	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("simulator: invalid config: %w", errors.Join(problems...))
 	}
 	s := &Simulator{
+		now:       cfg.Clock,
+		issuers:   issuers,
+		mis:       append([]ManagedIdentity(nil), cfg.ManagedIdentities...),
+		idHeader:  cfg.IdentityHeader,
 		log:       cfg.Log.With().Str("component", "simulator").Logger(),
 		linkTTL:   cfg.LinkTTL,
 		tokenTTL:  cfg.TokenTTL,
@@ -239,6 +325,8 @@ func New(cfg Config) (*Simulator, error) {
 	_, _ = rand.Read(s.key)
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.handleToken)
+	s.mux.HandleFunc("GET /common/discovery/instance", s.handleInstanceDiscovery)
+	s.mux.HandleFunc("GET /msi/token", s.handleManagedIdentity)
 	s.mux.HandleFunc("GET /api/machineactions/{id}", s.handleAction)
 	s.mux.HandleFunc("GET /api/machineactions/{id}/{fn}", s.handleLink)
 	s.mux.HandleFunc("GET /blob/{id}/{index}/{name}", s.handleBlob)

@@ -3,6 +3,7 @@ package simulator
 import (
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,10 +14,12 @@ import (
 const maxTokenForm = 64 << 10
 
 // handleToken serves POST /{tenant}/oauth2/v2.0/token with the client credentials grant, answering errors
-// the way Entra ID does (status, error, AADSTS code), so that golang.org/x/oauth2 sees what it would see in
-// production. Client credentials are accepted in the form or as HTTP Basic authentication.
+// the way Entra ID does (status, error, AADSTS code), so that golang.org/x/oauth2 and azidentity see what
+// they would see in production. A client authenticates with a secret (in the form or as HTTP Basic
+// authentication) or with a client_assertion: a JWT signed with a registered certificate, or a federated
+// token from a trusted issuer (see checkAssertion).
 func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
+	now := s.now()
 	s.mu.Lock()
 	s.stats.TokenCalls++
 	f := s.faults.withDefaults()
@@ -63,6 +66,7 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		clientID, secret = u, p
 	}
 	scope := r.PostForm.Get("scope")
+	assertion := r.PostForm.Get("client_assertion")
 	switch {
 	case clientID == "":
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'client_id'.", now)
@@ -70,20 +74,39 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	case scope == "":
 		writeOAuthError(w, http.StatusBadRequest, "invalid_request", 900144, "AADSTS900144: The request body must contain the following parameter: 'scope'.", now)
 		return
-	case !strings.HasSuffix(scope, "/.default"):
+	case !validScope(scope):
 		writeOAuthError(w, http.StatusBadRequest, "invalid_scope", 1002012, "AADSTS1002012: The provided value for scope "+scope+" is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", now)
 		return
 	case !strings.EqualFold(clientID, creds.ClientID):
 		writeOAuthError(w, http.StatusBadRequest, "unauthorized_client", 700016, "AADSTS700016: Application with identifier '"+clientID+"' was not found in the directory '"+tenantID+"'.", now)
 		return
-	case r.PostForm.Get("client_assertion") != "":
-		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", 700027, "AADSTS700027: Client assertion failed signature validation (the simulator accepts client secrets only).", now)
-		return
-	case subtle.ConstantTimeCompare([]byte(secret), []byte(creds.ClientSecret)) != 1:
+	case assertion != "":
+		if t := r.PostForm.Get("client_assertion_type"); t != assertionType {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_request", 90015, "AADSTS90015: Requested client_assertion_type '"+t+"' is not supported.", now)
+			return
+		}
+		if secret != "" {
+			writeOAuthError(w, http.StatusBadRequest, "invalid_request", 90025, "AADSTS90025: Only one client authentication method may be used.", now)
+			return
+		}
+		if rej := s.checkAssertion(assertion, creds, tokenEndpoint(r), now); rej != nil {
+			s.mu.Lock()
+			s.stats.AssertionsRejected++
+			s.mu.Unlock()
+			s.log.Debug().Int("aadsts", rej.aadsts).Msg("client assertion rejected")
+			writeOAuthError(w, rej.status, rej.code, rej.aadsts, fmt.Sprintf("AADSTS%d: %s", rej.aadsts, rej.msg), now)
+			return
+		}
+	case creds.ClientSecret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(creds.ClientSecret)) != 1:
 		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", 7000215, "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.", now)
 		return
 	}
 
+	s.issueToken(w, creds.TenantID, now)
+}
+
+// issueToken records and writes a new access token for tenantID.
+func (s *Simulator) issueToken(w http.ResponseWriter, tenantID string, now time.Time) {
 	token := randomHex(32)
 	s.mu.Lock()
 	for k, t := range s.tokens {
@@ -91,10 +114,10 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 			delete(s.tokens, k)
 		}
 	}
-	s.tokens[token] = issuedToken{tenant: strings.ToLower(creds.TenantID), expires: now.Add(s.tokenTTL)}
+	s.tokens[token] = issuedToken{tenant: strings.ToLower(tenantID), expires: now.Add(s.tokenTTL)}
 	s.stats.TokensIssued++
 	s.mu.Unlock()
-	s.log.Debug().Str("tenant", creds.TenantID).Dur("ttl", s.tokenTTL).Msg("token issued")
+	s.log.Debug().Str("tenant", tenantID).Dur("ttl", s.tokenTTL).Msg("token issued")
 
 	body, _ := json.Marshal(struct {
 		TokenType    string `json:"token_type"`
@@ -120,4 +143,20 @@ func writeOAuthError(w http.ResponseWriter, status int, code string, aadsts int,
 		[]int{aadsts}, now.UTC().Format("2006-01-02 15:04:05Z"), traceID, newRequestID()})
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, status, body)
+}
+
+// validScope accepts what Entra ID accepts for the client credentials grant: exactly one resource scope
+// ending in /.default, plus any of the OpenID Connect scopes MSAL adds (openid, profile, offline_access).
+func validScope(scope string) bool {
+	n := 0
+	for _, sc := range strings.Fields(scope) {
+		switch {
+		case sc == "openid" || sc == "profile" || sc == "offline_access":
+		case strings.HasSuffix(sc, "/.default"):
+			n++
+		default:
+			return false
+		}
+	}
+	return n == 1
 }

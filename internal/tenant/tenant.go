@@ -27,10 +27,17 @@ type Spec struct {
 	ClientID         string `json:"clientId"`
 	ClientSecret     string `json:"clientSecret,omitempty"`
 	ClientSecretFile string `json:"clientSecretFile,omitempty"`
-	Cloud            string `json:"cloud,omitempty"`
-	APIURL           string `json:"apiUrl,omitempty"`
-	TokenURL         string `json:"tokenUrl,omitempty"`
-	Scope            string `json:"scope,omitempty"`
+	// Auth is the authentication mode: secret, certificate, workload-identity or managed-identity. Empty
+	// means secret, or certificate when only clientCertificateFile is set.
+	Auth string `json:"auth,omitempty"`
+	// ClientCertificateFile (PEM with certificate and key, or PFX) and ClientCertificatePasswordFile are
+	// read at every token request, so a rotated certificate is used without a restart.
+	ClientCertificateFile         string `json:"clientCertificateFile,omitempty"`
+	ClientCertificatePasswordFile string `json:"clientCertificatePasswordFile,omitempty"`
+	Cloud                         string `json:"cloud,omitempty"`
+	APIURL                        string `json:"apiUrl,omitempty"`
+	TokenURL                      string `json:"tokenUrl,omitempty"`
+	Scope                         string `json:"scope,omitempty"`
 	// RateLimits and ActionRateLimits override LR_RATE_LIMITS / LR_ACTION_RATE_LIMITS for this tenant.
 	RateLimits       string `json:"rateLimits,omitempty"`
 	ActionRateLimits string `json:"actionRateLimits,omitempty"`
@@ -43,7 +50,8 @@ type File struct {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// Load reads a tenants file (YAML or JSON; JSON is YAML). Secrets in clientSecretFile are read here.
+// Load reads a tenants file (YAML or JSON; JSON is YAML). Secrets in clientSecretFile are read here, so
+// that a missing file shows at start; the client reads the file again at every token request.
 func Load(path string) ([]Spec, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -80,12 +88,7 @@ func Validate(specs []Spec) error {
 		if s.TenantID == "" {
 			errs = append(errs, fmt.Errorf("%s: tenantId is required", where))
 		}
-		if s.ClientID == "" {
-			errs = append(errs, fmt.Errorf("%s: clientId is required", where))
-		}
-		if s.ClientSecret == "" {
-			errs = append(errs, fmt.Errorf("%s: clientSecret or clientSecretFile is required", where))
-		}
+		errs = append(errs, s.validateAuth(where)...)
 		if _, err := mde.ResolveCloud(s.Cloud); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 		}
@@ -100,6 +103,71 @@ func Validate(specs []Spec) error {
 	return errors.Join(errs...)
 }
 
+// AuthMode is the tenant's authentication mode: auth, or when it is empty, certificate if only a
+// certificate is configured and secret otherwise.
+func (s Spec) AuthMode() string {
+	switch {
+	case s.Auth != "":
+		return strings.ToLower(strings.TrimSpace(s.Auth))
+	case s.ClientCertificateFile != "" && s.ClientSecret == "" && s.ClientSecretFile == "":
+		return mde.AuthCertificate
+	}
+	return mde.AuthSecret
+}
+
+// validateAuth checks that the tenant sets exactly what its authentication mode uses.
+func (s Spec) validateAuth(where string) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...)))
+	}
+	mode := s.AuthMode()
+	secret := s.ClientSecret != "" || s.ClientSecretFile != ""
+	cert := s.ClientCertificateFile != "" || s.ClientCertificatePasswordFile != ""
+	if mode != mde.AuthManagedIdentity && s.ClientID == "" {
+		bad("clientId is required")
+	}
+	switch mode {
+	case mde.AuthSecret:
+		if !secret {
+			bad("clientSecret or clientSecretFile is required")
+		}
+		if cert {
+			bad("clientCertificateFile and clientCertificatePasswordFile are only used with auth: certificate")
+		}
+	case mde.AuthCertificate:
+		if s.ClientCertificateFile == "" {
+			bad("clientCertificateFile is required with auth: certificate")
+		}
+		if secret {
+			bad("clientSecret and clientSecretFile are not used with auth: certificate")
+		}
+	case mde.AuthWorkloadIdentity, mde.AuthManagedIdentity:
+		if secret || cert {
+			bad("clientSecret, clientSecretFile and clientCertificate* are not used with auth: %s", mode)
+		}
+		if mode == mde.AuthWorkloadIdentity && os.Getenv(EnvFederatedTokenFile) == "" {
+			bad("auth: workload-identity needs %s (set by the workload identity webhook)", EnvFederatedTokenFile)
+		}
+	default:
+		bad("auth must be one of %s, got %q", strings.Join(mde.AuthModes(), ", "), s.Auth)
+	}
+	for _, f := range []struct{ field, path string }{
+		{"clientCertificateFile", s.ClientCertificateFile}, {"clientCertificatePasswordFile", s.ClientCertificatePasswordFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			bad("%s: %v", f.field, err)
+		}
+	}
+	return errs
+}
+
+// EnvFederatedTokenFile is the standard variable naming the workload identity token file.
+const EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
+
 // MDEConfig resolves the tenant's cloud and overrides into a client configuration.
 func (s Spec) MDEConfig(userAgent string) (mde.Config, error) {
 	cloud, err := mde.ResolveCloud(s.Cloud)
@@ -110,6 +178,11 @@ func (s Spec) MDEConfig(userAgent string) (mde.Config, error) {
 		APIURL: cloud.APIURL, TokenURL: cloud.TokenURL(s.TenantID), Scope: cloud.Scope,
 		TenantID: s.TenantID, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 		Tenant: s.Name, UserAgent: userAgent,
+		Auth: s.AuthMode(), ClientSecretFile: s.ClientSecretFile,
+		ClientCertFile: s.ClientCertificateFile, ClientCertPasswordFile: s.ClientCertificatePasswordFile,
+	}
+	if c.Auth == mde.AuthWorkloadIdentity {
+		c.FederatedTokenFile = os.Getenv(EnvFederatedTokenFile)
 	}
 	if s.APIURL != "" {
 		c.APIURL = s.APIURL

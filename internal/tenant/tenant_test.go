@@ -210,3 +210,80 @@ func TestRouter(t *testing.T) {
 		})
 	}
 }
+
+func TestAuthModes(t *testing.T) {
+	pem := write(t, "client.pem", "cert and key")
+	path := write(t, "tenants.yaml", `
+tenants:
+  - name: certs
+    tenantId: 11111111-1111-4111-8111-111111111111
+    clientId: app-a
+    auth: certificate
+    clientCertificateFile: `+pem+`
+    clientCertificatePasswordFile: `+pem+`
+    cloud: gcc-high
+  - name: implied
+    tenantId: 22222222-2222-4222-8222-222222222222
+    clientId: app-b
+    clientCertificateFile: `+pem+`
+  - name: workload
+    tenantId: 33333333-3333-4333-8333-333333333333
+    clientId: app-c
+    auth: workload-identity
+  - name: managed
+    tenantId: 44444444-4444-4444-8444-444444444444
+    auth: managed-identity
+`)
+	t.Setenv(EnvFederatedTokenFile, "/var/run/secrets/azure/tokens/azure-identity-token")
+	specs, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Validate(specs); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	want := []struct{ mode, cert, pass, fed string }{
+		{"certificate", pem, pem, ""},
+		{"certificate", pem, "", ""},
+		{"workload-identity", "", "", "/var/run/secrets/azure/tokens/azure-identity-token"},
+		{"managed-identity", "", "", ""},
+	}
+	for i, s := range specs {
+		c, err := s.MDEConfig("ua")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Auth != want[i].mode || c.ClientCertFile != want[i].cert || c.ClientCertPasswordFile != want[i].pass || c.FederatedTokenFile != want[i].fed {
+			t.Errorf("tenant %s: auth %q cert %q pass %q fed %q; want %+v", s.Name, c.Auth, c.ClientCertFile, c.ClientCertPasswordFile, c.FederatedTokenFile, want[i])
+		}
+	}
+	// The sovereign cloud keeps its login host, which azidentity gets as its authority.
+	if c, _ := specs[0].MDEConfig("ua"); c.TokenURL != "https://login.microsoftonline.us/11111111-1111-4111-8111-111111111111/oauth2/v2.0/token" {
+		t.Errorf("gcc-high token URL = %q", c.TokenURL)
+	}
+
+	bad := []struct {
+		name string
+		spec Spec
+		env  string
+		want string
+	}{
+		{"unknown auth", Spec{Name: "a", TenantID: "t", ClientID: "c", Auth: "kerberos"}, "x", "auth must be one of"},
+		{"certificate without file", Spec{Name: "a", TenantID: "t", ClientID: "c", Auth: "certificate"}, "x", "clientCertificateFile is required"},
+		{"certificate file missing", Spec{Name: "a", TenantID: "t", ClientID: "c", ClientCertificateFile: pem + ".absent"}, "x", "clientCertificateFile:"},
+		{"certificate and secret", Spec{Name: "a", TenantID: "t", ClientID: "c", Auth: "certificate", ClientCertificateFile: pem, ClientSecret: "s"}, "x", "not used with auth: certificate"},
+		{"secret with a certificate password", Spec{Name: "a", TenantID: "t", ClientID: "c", ClientSecret: "s", ClientCertificatePasswordFile: pem}, "x", "only used with auth: certificate"},
+		{"workload without token file", Spec{Name: "a", TenantID: "t", ClientID: "c", Auth: "workload-identity"}, "", EnvFederatedTokenFile},
+		{"workload without client id", Spec{Name: "a", TenantID: "t", Auth: "workload-identity"}, "x", "clientId is required"},
+		{"managed identity with a secret", Spec{Name: "a", TenantID: "t", Auth: "managed-identity", ClientSecret: "s"}, "x", "not used with auth: managed-identity"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(EnvFederatedTokenFile, tc.env)
+			err := Validate([]Spec{tc.spec})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
