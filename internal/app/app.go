@@ -303,8 +303,12 @@ func (a *App) connect(closed func(error)) (*nats.Conn, error) {
 	switch {
 	case err == nil:
 	case natsRefused(err):
-		return nil, fmt.Errorf("NATS at %s (LR_NATS_URL) refused lr-relay; check the LR_NATS_TLS_* and authentication settings: %w",
-			servers, red.err(err))
+		hint := ""
+		if errors.Is(err, nats.ErrTLS) && a.cfg.NATSTLSCertFile == "" {
+			hint = " (a server that requires mutual TLS closes the connection after the handshake: set LR_NATS_TLS_CERT_FILE and LR_NATS_TLS_KEY_FILE)"
+		}
+		return nil, fmt.Errorf("NATS at %s (LR_NATS_URL) refused lr-relay; check the LR_NATS_TLS_* and authentication settings: %w%s",
+			servers, red.err(err), hint)
 	default:
 		log.Warn().Err(red.err(err)).Str("servers", servers).Msg("NATS is not reachable yet; retrying in the background")
 		nc, err = nats.Connect(a.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)

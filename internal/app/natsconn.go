@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -151,7 +152,14 @@ func natsRefused(err error) bool {
 		hostname  x509.HostnameError
 		invalid   x509.CertificateInvalidError
 	)
+	var netErr net.Error
 	switch {
+	case errors.Is(err, nats.ErrTLS) && errors.As(err, &netErr) && netErr.Timeout():
+		return false // a handshake that timed out: the network, not the settings
+	case errors.Is(err, nats.ErrTLS):
+		// The handshake failed: verification on either side, or a server that closes the connection after
+		// the handshake because it requires a client certificate that was not sent.
+		return true
 	case errors.As(err, &cfgErr), errors.As(err, &alert), errors.As(err, &verify), errors.As(err, &unknownCA),
 		errors.As(err, &hostname), errors.As(err, &invalid):
 		return true
