@@ -330,6 +330,9 @@ func (a *App) connect(closed func(error)) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// maxLoggedViolations bounds the distinct permissions violations logged at error level.
+const maxLoggedViolations = 20
+
 // natsError logs an asynchronous NATS error. A permissions violation means the server's permissions for
 // lr-relay's user lack a subject it needs: it is logged at error level once per subject, and readiness stays
 // false until the process restarts, so that a missing permission is seen rather than retried in silence.
@@ -338,15 +341,17 @@ func (a *App) natsError(log zerolog.Logger, err error) {
 	case errors.Is(err, nats.ErrPermissionViolation):
 		a.mu.Lock()
 		msg := err.Error()
+		if a.violation == "" {
+			a.violation = msg
+		}
+		// Subjects hold ids, so distinct violations are bounded: past the bound they are all "seen".
 		_, seen := a.violations[msg]
-		if !seen && len(a.violations) < 100 {
+		seen = seen || len(a.violations) >= maxLoggedViolations
+		if !seen {
 			if a.violations == nil {
 				a.violations = map[string]struct{}{}
 			}
 			a.violations[msg] = struct{}{}
-			if a.violation == "" {
-				a.violation = msg
-			}
 		}
 		a.mu.Unlock()
 		if !seen {

@@ -381,48 +381,59 @@ func connectAs(t *testing.T, e *env, user, password string) jetstream.JetStream 
 	return js
 }
 
-// TestMissingPermissionIsReported takes the publish permission on the results subjects out of the block:
-// lr-relay must say which subject it may not publish to, at error level and once, and report unready.
+// TestMissingPermissionIsReported takes one permission out of the block at a time: lr-relay must say which
+// subject it may not publish to, at error level and once (a retry meeting the same refusal logs at debug),
+// and report unready on /-/ready, rather than retry in silence.
 func TestMissingPermissionIsReported(t *testing.T) {
-	block := string(readBlock(t, permissionsProvisionFile))
-	const results = `"mde.liveresponse.results.>"`
-	if strings.Count(block, results) != 1 {
-		t.Fatalf("%s does not grant %s exactly once", permissionsProvisionFile, results)
-	}
-	w := newPermWorld(t, []byte(strings.Replace(block, results, "", 1)), nil)
-	e := w.e
-	h := w.start(t, map[string]string{"LR_PROVISION": "true", "LR_RETRY_BACKOFF": "100ms"})
-	cfg := e.config(t, w.vars)
-	waitFor(t, 30*time.Second, "relay ready", func() bool { ok, _ := h.readiness(); return ok })
-	a := quotaActions(e, 1, 1, 41, "")
-	e.publishActions(t, cfg, a)
-
-	errorLines := func() (n int, last string) {
-		for _, line := range strings.Split(e.logs.String(), "\n") {
-			if strings.Contains(line, `"level":"error"`) && strings.Contains(line, "Permissions Violation for Publish") &&
-				strings.Contains(line, cfg.ResultSubjectPrefix) {
-				n, last = n+1, line
+	for _, tc := range []struct {
+		name, grant, subject string
+		// retried: the event is retried, so the same refusal comes back (the result publish).
+		retried bool
+	}{
+		{"results publish", `"mde.liveresponse.results.>"`, `Publish to \"mde.liveresponse.results.default.`, true},
+		{"quota KV write", `"$KV.lr-quota.>"`, `Publish to \"$KV.lr-quota.default/links\"`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			block := string(readBlock(t, permissionsProvisionFile))
+			if strings.Count(block, tc.grant) != 1 {
+				t.Fatalf("%s does not grant %s exactly once", permissionsProvisionFile, tc.grant)
 			}
-		}
-		return n, last
-	}
-	waitFor(t, 30*time.Second, "an error line naming the results subject", func() bool { n, _ := errorLines(); return n > 0 })
-	_, line := errorLines()
-	t.Logf("lr-relay says: %s", line)
-	waitFor(t, 10*time.Second, "readiness false", func() bool { ok, _ := h.readiness(); return !ok })
-	_, why := h.readiness()
-	if !strings.Contains(why, "Permissions Violation for Publish") || !strings.Contains(why, cfg.ResultSubjectPrefix) {
-		t.Errorf("/-/ready says %q, want the missing publish permission", why)
-	}
-	// The retry meets the same refusal: it is not logged at error level again.
-	waitFor(t, 30*time.Second, "the retry's violation", func() bool {
-		return strings.Contains(e.logs.String(), "NATS permission missing (again)")
-	})
-	if n, _ := errorLines(); n != 1 {
-		t.Errorf("%d error lines for the missing permission, want exactly 1", n)
-	}
-	if e.streamMsgs(t, cfg.ResultStream) != 0 {
-		t.Errorf("a result was stored without the permission to publish it")
+			w := newPermWorld(t, []byte(strings.Replace(block, tc.grant, "", 1)), nil)
+			e := w.e
+			h := w.start(t, map[string]string{"LR_PROVISION": "true", "LR_RETRY_BACKOFF": "100ms"})
+			cfg := e.config(t, w.vars)
+			waitFor(t, 30*time.Second, "relay ready", func() bool { ok, _ := h.readiness(); return ok })
+			e.publishActions(t, cfg, quotaActions(e, 1, 1, 41, ""))
+
+			errorLines := func() (n int, last string) {
+				for _, line := range strings.Split(e.logs.String(), "\n") {
+					if strings.Contains(line, `"level":"error"`) && strings.Contains(line, "Permissions Violation for "+tc.subject) {
+						n, last = n+1, line
+					}
+				}
+				return n, last
+			}
+			waitFor(t, 30*time.Second, "an error line naming the subject", func() bool { n, _ := errorLines(); return n > 0 })
+			_, line := errorLines()
+			t.Logf("lr-relay says: %s", line)
+			waitFor(t, 10*time.Second, "readiness false", func() bool { ok, _ := h.readiness(); return !ok })
+			_, why := h.readiness()
+			if !strings.Contains(why, "Permissions Violation for "+strings.ReplaceAll(tc.subject, `\"`, `"`)) {
+				t.Errorf("/-/ready says %q, want the missing permission", why)
+			}
+			if !tc.retried {
+				return
+			}
+			waitFor(t, 30*time.Second, "the retry's violation", func() bool {
+				return strings.Contains(e.logs.String(), "NATS permission missing (again)")
+			})
+			if n, _ := errorLines(); n != 1 {
+				t.Errorf("%d error lines for the missing permission, want exactly 1", n)
+			}
+			if e.streamMsgs(t, cfg.ResultStream) != 0 {
+				t.Errorf("a result was stored without the permission to publish it")
+			}
+		})
 	}
 }
 
