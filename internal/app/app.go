@@ -304,8 +304,8 @@ func (a *App) connect(closed func(error)) (*nats.Conn, error) {
 	case err == nil:
 	case natsRefused(err):
 		hint := ""
-		if errors.Is(err, nats.ErrTLS) && a.cfg.NATSTLSCertFile == "" {
-			hint = " (a server that requires mutual TLS closes the connection after the handshake: set LR_NATS_TLS_CERT_FILE and LR_NATS_TLS_KEY_FILE)"
+		if (errors.Is(err, nats.ErrTLS) || tlsAlert(err)) && a.cfg.NATSTLSCertFile == "" {
+			hint = " (a server that requires mutual TLS refuses a client without a certificate: set LR_NATS_TLS_CERT_FILE and LR_NATS_TLS_KEY_FILE)"
 		}
 		return nil, fmt.Errorf("NATS at %s (LR_NATS_URL) refused lr-relay; check the LR_NATS_TLS_* and authentication settings: %w%s",
 			servers, red.err(err), hint)

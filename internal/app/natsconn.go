@@ -154,6 +154,8 @@ func natsRefused(err error) bool {
 	)
 	var netErr net.Error
 	switch {
+	case tlsAlert(err):
+		return true
 	case errors.Is(err, nats.ErrTLS) && errors.As(err, &netErr) && netErr.Timeout():
 		return false // a handshake that timed out: the network, not the settings
 	case errors.Is(err, nats.ErrTLS):
@@ -172,6 +174,14 @@ func natsRefused(err error) bool {
 		}
 	}
 	return false
+}
+
+// tlsAlert reports whether err is a TLS alert the server sent (certificate required, bad certificate, unknown
+// CA). crypto/tls reports one as a net.OpError with Op "remote error"; with TLS 1.3 it arrives after the
+// handshake, so the NATS client does not mark it as nats.ErrTLS.
+func tlsAlert(err error) bool {
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "remote error"
 }
 
 // redactNATSURLs returns LR_NATS_URL with the credentials of each URL replaced: user:REDACTED@ for a user
