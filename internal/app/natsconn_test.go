@@ -396,44 +396,68 @@ func TestNATSInboxPrefixAndDomain(t *testing.T) {
 	}
 }
 
-// TestNATSRefusalAfterReconnectEndsTheRun changes the user's password on the running server: the server
-// drops lr-relay, refuses it again on every reconnect, the client gives up, and connect's closed callback
-// (which ends Run) gets the reason, instead of a relay waiting forever on a dead connection.
-func TestNATSRefusalAfterReconnectEndsTheRun(t *testing.T) {
-	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
-		NoSigs: true, NoLog: true, Users: []*server.User{{Username: "relay", Password: "old"}}}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not become ready")
-	}
-	t.Cleanup(s.Shutdown)
-	logs := &lockedBuffer{}
-	a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_USER": "relay",
-		"LR_NATS_PASSWORD_FILE": writeFile(t, t.TempDir(), "password", "old")}), log: zerolog.New(logs)}
-	closed := make(chan error, 1)
-	nc, err := a.connect(func(err error) { closed <- err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+// TestNATSPasswordChangeOnTheServer changes the user's password on the running server, which drops
+// lr-relay. With the password file rotated too, the client reconnects with the new password (the file is read
+// at every connect). Without, the server refuses it on every reconnect, the client gives up, and connect's
+// closed callback (which ends Run) gets the reason, instead of a relay waiting forever on a dead connection.
+func TestNATSPasswordChangeOnTheServer(t *testing.T) {
+	for _, rotate := range []bool{true, false} {
+		t.Run(fmt.Sprintf("file rotated %v", rotate), func(t *testing.T) {
+			opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(),
+				NoSigs: true, NoLog: true, Users: []*server.User{{Username: "relay", Password: "old"}}}
+			s, err := server.NewServer(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go s.Start()
+			if !s.ReadyForConnections(10 * time.Second) {
+				t.Fatal("nats-server did not become ready")
+			}
+			t.Cleanup(s.Shutdown)
+			passwordFile := writeFile(t, t.TempDir(), "password", "old")
+			logs := &lockedBuffer{}
+			a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_USER": "relay",
+				"LR_NATS_PASSWORD_FILE": passwordFile}), log: zerolog.New(logs)}
+			closed := make(chan error, 1)
+			nc, err := a.connect(func(err error) { closed <- err })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			reconnected := make(chan struct{}, 1)
+			nc.SetReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} })
 
-	reloaded := *opts
-	reloaded.Port = s.Addr().(*net.TCPAddr).Port
-	reloaded.Users = []*server.User{{Username: "relay", Password: "new"}}
-	if err := s.ReloadOptions(&reloaded); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-closed:
-		if !errors.Is(err, nats.ErrAuthorization) {
-			t.Errorf("closed with %v, want the authorization violation", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the connection was not given up within 30s")
+			if rotate {
+				writeFile(t, filepath.Dir(passwordFile), "password", "new\n")
+			}
+			reloaded := *opts
+			reloaded.Port = s.Addr().(*net.TCPAddr).Port
+			reloaded.Users = []*server.User{{Username: "relay", Password: "new"}}
+			if err := s.ReloadOptions(&reloaded); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-reconnected:
+				if !rotate {
+					t.Fatal("reconnected with the old password")
+				}
+				if err := nc.Flush(); err != nil {
+					t.Errorf("flush after reconnecting: %v", err)
+				}
+			case err := <-closed:
+				if rotate {
+					t.Fatalf("gave up with the rotated password: %v", err)
+				}
+				if !errors.Is(err, nats.ErrAuthorization) {
+					t.Errorf("closed with %v, want the authorization violation", err)
+				}
+				if !strings.Contains(logs.String(), `"level":"error"`) {
+					t.Errorf("the refusal was not logged at error level:\n%s", logs.String())
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("neither reconnected nor gave up within 30s")
+			}
+		})
 	}
 }
 
