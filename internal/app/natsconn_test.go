@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -477,4 +478,100 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// operatorServer starts a server in operator (JWT) mode with one account that may use JetStream, and returns
+// a .creds file of a user of that account and one of a user signed by another account the server does not
+// know.
+func operatorServer(t *testing.T) (s *server.Server, creds, foreignCreds string) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	operator, err := nkeys.CreateOperator()
+	must(err)
+	opub, err := operator.PublicKey()
+	must(err)
+	oc := jwt.NewOperatorClaims(opub)
+	_, err = oc.Encode(operator)
+	must(err)
+	resolver := &server.MemAccResolver{}
+	userCreds := func(name string, registered bool) string {
+		account, err := nkeys.CreateAccount()
+		must(err)
+		apub, err := account.PublicKey()
+		must(err)
+		ac := jwt.NewAccountClaims(apub)
+		ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+		ajwt, err := ac.Encode(operator)
+		must(err)
+		if registered {
+			must(resolver.Store(apub, ajwt))
+		}
+		user, err := nkeys.CreateUser()
+		must(err)
+		upub, err := user.PublicKey()
+		must(err)
+		ujwt, err := jwt.NewUserClaims(upub).Encode(account)
+		must(err)
+		seed, err := user.Seed()
+		must(err)
+		b, err := jwt.FormatUserConfig(ujwt, seed)
+		must(err)
+		return writeFile(t, t.TempDir(), name+".creds", string(b))
+	}
+	creds, foreignCreds = userCreds("relay", true), userCreds("foreign", false)
+	// JetStream in operator mode needs a system account.
+	sys, err := nkeys.CreateAccount()
+	must(err)
+	syspub, err := sys.PublicKey()
+	must(err)
+	sysjwt, err := jwt.NewAccountClaims(syspub).Encode(operator)
+	must(err)
+	must(resolver.Store(syspub, sysjwt))
+	s = startServer(t, func(o *server.Options) {
+		o.TrustedOperators = []*jwt.OperatorClaims{oc}
+		o.AccountResolver = resolver
+		o.SystemAccount = syspub
+	})
+	return s, creds, foreignCreds
+}
+
+// TestNATSCredsFile connects with a .creds file to a server in operator mode, and is refused with the .creds
+// of an account the server does not trust.
+func TestNATSCredsFile(t *testing.T) {
+	s, creds, foreign := operatorServer(t)
+	t.Run("trusted", func(t *testing.T) {
+		a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_CREDS_FILE": creds}),
+			log: zerolog.New(&lockedBuffer{})}
+		nc, err := a.connect(func(error) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := newJetStream(nc, a.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := js.AccountInfo(ctx); err != nil {
+			t.Fatalf("JetStream account info: %v", err)
+		}
+	})
+	t.Run("unknown account", func(t *testing.T) {
+		a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_CREDS_FILE": foreign}),
+			log: zerolog.New(&lockedBuffer{})}
+		nc, err := a.connect(func(error) {})
+		if err == nil {
+			nc.Close()
+			t.Fatal("connected, want a refusal")
+		}
+		if !strings.Contains(err.Error(), "refused lr-relay") {
+			t.Errorf("error %q does not say it was refused", err)
+		}
+	})
 }
