@@ -31,6 +31,9 @@ import (
 	"github.com/lr-relay/lr-relay/schemas"
 )
 
+// errNATSClosed ends a run whose NATS connection closed for good (the server kept refusing lr-relay).
+var errNATSClosed = errors.New("NATS connection closed for good")
+
 // Version is set at build time.
 var Version = "dev"
 
@@ -60,6 +63,10 @@ type App struct {
 	degraded []func() bool
 	auth     []*mde.Client // every tenant's client, for the per-tenant auth detail of Ready
 	authStop func()        // stops the auth checks of the previous tenants() attempt
+	// violation is the first NATS permissions violation seen (readiness stays false once there is one);
+	// violations holds every distinct one, so that each is logged once.
+	violation  string
+	violations map[string]struct{}
 }
 
 // New checks the configuration; it does not touch the network.
@@ -95,7 +102,17 @@ func (a *App) Run(ctx context.Context) (err error) {
 		})
 	}
 
-	nc, err := a.connect()
+	// A connection that closes for good ends the run, with the reason.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	defer func() {
+		if cause := context.Cause(ctx); err == nil || errors.Is(err, context.Canceled) {
+			if errors.Is(cause, errNATSClosed) {
+				err = cause
+			}
+		}
+	}()
+	nc, err := a.connect(func(err error) { stop(fmt.Errorf("%w: %w", errNATSClosed, err)) })
 	if err != nil {
 		return err
 	}
@@ -104,9 +121,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mu.Unlock()
 	cleanup = append(cleanup, func() { a.drain(nc) })
 
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc, a.cfg)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return err
 	}
 	streams := a.streamConfig()
 	if err := a.untilJetStream(ctx, "provisioning streams", func() error {
@@ -268,36 +285,105 @@ func (a *App) streamConfig() relay.StreamConfig {
 }
 
 // connect dials NATS and keeps reconnecting forever, with jittered backoff: a NATS outage pauses the relay,
-// it never ends it.
-func (a *App) connect() (*nats.Conn, error) {
+// it never ends it. A server that refuses lr-relay (credentials, TLS) is another matter: waiting does not cure
+// it, so the first connect fails with the reason. Credentials inside LR_NATS_URL never reach a log line or an
+// error.
+func (a *App) connect(closed func(error)) (*nats.Conn, error) {
 	log := a.log.With().Str("component", "nats").Logger()
+	red := newRedactor(a.cfg.NATSURL)
+	security, err := natsSecurityOptions(a.cfg, log)
+	if err != nil {
+		return nil, red.err(err)
+	}
 	opts := []nats.Option{
 		nats.Name("lr-relay " + Version),
 		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil when we closed the connection ourselves
-				log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
+				log.Warn().Err(red.err(err)).Msg("disconnected from NATS; reconnecting")
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			log.Warn().Err(err).Msg("NATS error")
+			a.natsError(log, red.err(err))
 		}),
 	}
-	if a.cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(a.cfg.NATSCredsFile))
-	}
+	opts = append(opts, security...)
 	opts = append(opts, a.o.NATSOptions...)
-	nc, err := nats.Connect(a.cfg.NATSURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at LR_NATS_URL: %w", err)
+	servers := redactNATSURLs(a.cfg.NATSURL)
+	log.Info().Str("servers", servers).Msg("connecting to NATS")
+
+	// One plain attempt first, to tell a refusal from an outage.
+	nc, err := nats.Connect(a.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(false))...)
+	switch {
+	case err == nil:
+	case natsRefused(err):
+		hint := ""
+		if (errors.Is(err, nats.ErrTLS) || tlsAlert(err)) && a.cfg.NATSTLSCertFile == "" {
+			hint = " (a server that requires mutual TLS refuses a client without a certificate: set LR_NATS_TLS_CERT_FILE and LR_NATS_TLS_KEY_FILE)"
+		}
+		return nil, fmt.Errorf("NATS at %s (LR_NATS_URL) refused lr-relay; check the LR_NATS_TLS_* and authentication settings: %w%s",
+			servers, red.err(err), hint)
+	default:
+		log.Warn().Err(red.err(err)).Str("servers", servers).Msg("NATS is not reachable yet; retrying in the background")
+		nc, err = nats.Connect(a.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to NATS at %s (LR_NATS_URL): %w", servers, red.err(err))
+		}
 	}
+	// The client gives up for good only when the server keeps refusing it (the same authentication error
+	// twice): end the run then, rather than wait on a connection that will not come back. drain replaces this
+	// handler when lr-relay closes the connection itself.
+	nc.SetClosedHandler(func(nc *nats.Conn) {
+		err := red.err(nc.LastError())
+		if err == nil {
+			err = errors.New("closed by the client")
+		}
+		log.Error().Err(err).Msg("NATS connection closed for good; stopping")
+		closed(err)
+	})
 	return nc, nil
+}
+
+// maxLoggedViolations bounds the distinct permissions violations logged at error level.
+const maxLoggedViolations = 20
+
+// natsError logs an asynchronous NATS error. A permissions violation means the server's permissions for
+// lr-relay's user lack a subject it needs: it is logged at error level once per subject, and readiness stays
+// false until the process restarts, so that a missing permission is seen rather than retried in silence.
+func (a *App) natsError(log zerolog.Logger, err error) {
+	switch {
+	case errors.Is(err, nats.ErrPermissionViolation):
+		a.mu.Lock()
+		msg := err.Error()
+		if a.violation == "" {
+			a.violation = msg
+		}
+		// Subjects hold ids, so distinct violations are bounded: past the bound they are all "seen".
+		_, seen := a.violations[msg]
+		seen = seen || len(a.violations) >= maxLoggedViolations
+		if !seen {
+			if a.violations == nil {
+				a.violations = map[string]struct{}{}
+			}
+			a.violations[msg] = struct{}{}
+		}
+		a.mu.Unlock()
+		if !seen {
+			log.Error().Err(err).Msg("NATS permission missing: grant it to lr-relay's NATS user (deploy/nats/permissions.conf); readiness stays false until restart")
+		} else {
+			log.Debug().Err(err).Msg("NATS permission missing (again)")
+		}
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
+		errors.Is(err, nats.ErrAccountAuthExpired):
+		log.Error().Err(err).Msg("NATS refused lr-relay's credentials")
+	default:
+		log.Warn().Err(err).Msg("NATS error")
+	}
 }
 
 func (a *App) drain(nc *nats.Conn) {
@@ -442,9 +528,11 @@ func (e endpointLimiter) Pause(key string, until time.Time) { e.pick(key).Pause(
 // tenant whose authentication is not ok (no token yet, or credentials rejected).
 func (a *App) Ready() (bool, string) {
 	a.mu.Lock()
-	nc, r, degraded, auth := a.nc, a.relay, a.degraded, a.auth
+	nc, r, degraded, auth, violation := a.nc, a.relay, a.degraded, a.auth, a.violation
 	a.mu.Unlock()
 	switch {
+	case violation != "":
+		return false, "NATS permission missing (fix it and restart): " + violation
 	case nc == nil || r == nil:
 		return false, "starting"
 	case !nc.IsConnected():

@@ -21,6 +21,16 @@ const Prefix = "LR"
 type Config struct {
 	NATSURL       string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222" desc:"NATS server URL(s), comma separated."`
 	NATSCredsFile string `envconfig:"NATS_CREDS_FILE" desc:"NATS credentials (.creds) file, if the server requires one."`
+	// NATS security
+	NATSTLSCAFile    string `envconfig:"NATS_TLS_CA_FILE" desc:"PEM file of the CA certificates that NATS servers are verified against; setting it turns TLS on."`
+	NATSTLSCertFile  string `envconfig:"NATS_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS, with LR_NATS_TLS_KEY_FILE; setting it turns TLS on."`
+	NATSTLSKeyFile   string `envconfig:"NATS_TLS_KEY_FILE" desc:"PEM private key of LR_NATS_TLS_CERT_FILE."`
+	NATSNkeySeedFile string `envconfig:"NATS_NKEY_SEED_FILE" desc:"File holding the nkey seed (SU...) of the NATS user."`
+	NATSUser         string `envconfig:"NATS_USER" desc:"NATS user name, with LR_NATS_PASSWORD_FILE."`
+	NATSPasswordFile string `envconfig:"NATS_PASSWORD_FILE" desc:"File holding the password of LR_NATS_USER."`
+	NATSTokenFile    string `envconfig:"NATS_TOKEN_FILE" desc:"File holding a NATS authentication token."`
+	NATSInboxPrefix  string `envconfig:"NATS_INBOX_PREFIX" default:"_INBOX" desc:"Prefix of the reply subjects lr-relay subscribes to (match it in the NATS permissions)."`
+	NATSJSDomain     string `envconfig:"NATS_JS_DOMAIN" desc:"JetStream domain to use, for JetStream behind a leaf node (empty: the local one)."`
 
 	SourceStream  string `envconfig:"SOURCE_STREAM" default:"LIVE_RESPONSE" desc:"Stream that holds the \"live response finished\" events."`
 	SourceSubject string `envconfig:"SOURCE_SUBJECT" default:"mde.liveresponse.finished" desc:"Subject of the \"live response finished\" events."`
@@ -149,6 +159,7 @@ func (c Config) Validate() error {
 	if strings.ContainsAny(c.ResultSubjectPrefix, "*>") {
 		bad("RESULT_SUBJECT_PREFIX", "must not hold wildcards, got %q", c.ResultSubjectPrefix)
 	}
+	errs = append(errs, c.validateNATS()...)
 	if c.MDEClientSecret != "" && c.MDEClientSecretFile != "" {
 		bad("MDE_CLIENT_SECRET_FILE", "set either LR_MDE_CLIENT_SECRET or LR_MDE_CLIENT_SECRET_FILE, not both")
 	}

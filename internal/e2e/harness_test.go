@@ -60,15 +60,24 @@ type envOptions struct {
 	quietSimulator bool
 	// wrapListener wraps the simulator's listener (to count connections).
 	wrapListener func(net.Listener) net.Listener
+	// server, when set, starts the NATS server instead of embedded.Start (a server with users and
+	// permissions); the env's own connection must then be let in without credentials.
+	server func(testing.TB) *server.Server
 }
 
 func newEnvWith(t testing.TB, simCfg simulator.Config, o envOptions) *env {
 	t.Helper()
-	ns, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+	var ns *server.Server
+	var err error
+	if o.server != nil {
+		ns = o.server(t)
+	} else {
+		ns, err = embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ns.Shutdown)
 	}
-	t.Cleanup(ns.Shutdown)
 	e := &env{t: t, ns: ns, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
