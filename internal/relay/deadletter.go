@@ -11,7 +11,6 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/command"
 	"github.com/lr-relay/lr-relay/internal/result"
-	"github.com/lr-relay/lr-relay/internal/transcript"
 )
 
 // Dead-letter reason codes (schemas/deadletter.schema.json). They are a closed set: metrics label by them.
@@ -77,7 +76,7 @@ func newDeadLetter(d decision, payload []byte, src msgSource, now time.Time, ver
 	dl := &DeadLetter{
 		SchemaVersion:  DeadLetterSchemaVersion,
 		Reason:         d.reason,
-		Message:        transcript.Preview(errText(d.err), maxMessage/2),
+		Message:        truncate(errText(d.err), maxMessage),
 		PayloadBase64:  base64.StdEncoding.EncodeToString(payload),
 		PayloadBytes:   len(payload),
 		PayloadSHA256:  hex.EncodeToString(sum[:]),
