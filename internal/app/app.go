@@ -219,7 +219,8 @@ func (a *App) downloadConfig() download.Config {
 	return download.Config{
 		AllowHTTP: a.cfg.DownloadAllowHTTP, AllowedHosts: a.cfg.DownloadAllowedHosts, MaxBytes: a.cfg.DownloadMaxBytes,
 		Timeout: a.cfg.DownloadTimeout, IdleTimeout: a.cfg.DownloadIdleTimeout, Concurrency: a.cfg.Workers,
-		MinRate: a.cfg.DownloadMinRate, TotalTimeout: a.cfg.DownloadTotalTimeout, ProxyURL: a.cfg.DownloadProxy,
+		MinRate: a.cfg.DownloadMinRate, RateWindow: download.MinRateWindow, TotalTimeout: a.cfg.DownloadTotalTimeout,
+		ProxyURL: a.cfg.DownloadProxy,
 	}
 }
 

@@ -115,7 +115,7 @@ func benchGetFile(b *testing.B, st *artifact.Store, size int64) {
 		base := heapNow()
 		sampler := startSampler()
 		start := time.Now()
-		opts := getfile.Options{}
+		opts := getfileOptions(nil)
 		if st != nil {
 			opts.Spill = st.Opener(ctx, name, nil)
 		}

@@ -20,11 +20,17 @@ import (
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 )
 
+// getfileOptions are the GetFile caps of the default configuration (LR_INLINE_MAX_BYTES, LR_GETFILE_MAX_BYTES,
+// LR_GETFILE_MAX_RATIO): getfile has no defaults of its own.
+func getfileOptions(spill artifact.Opener) getfile.Options {
+	return getfile.Options{InlineMax: 64 << 10, MaxBytes: 4 << 30, MaxRatio: 200, Spill: spill}
+}
+
 // newStore boots an embedded JetStream server with file storage and binds a store to bucket on it.
 func newStore(t testing.TB, bucket string) (*artifact.Store, jetstream.JetStream) {
 	t.Helper()
 	js := embeddedtest.JetStream(t)
-	st, err := artifact.NewStore(context.Background(), js, artifact.StoreConfig{Bucket: bucket, Provision: true}, zerolog.Nop())
+	st, err := artifact.NewStore(context.Background(), js, artifact.StoreConfig{Bucket: bucket, Replicas: 1, MaxBytes: -1, Provision: true}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +74,7 @@ func TestGetFileIntoStore(t *testing.T) {
 				name = artifact.ObjectName("t", "act", i, artifact.KindFile)
 			}
 			spill := st.Opener(ctx, name, map[string]string{artifact.MetaOriginalName: "big.txt"})
-			f, prob, err := getfile.Process(ctx, bytes.NewReader(tt.in), "big.txt.gz", getfile.Options{Spill: spill})
+			f, prob, err := getfile.Process(ctx, bytes.NewReader(tt.in), "big.txt.gz", getfileOptions(spill))
 			if err != nil {
 				t.Fatal(err)
 			}

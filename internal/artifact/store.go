@@ -17,9 +17,6 @@ import (
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
-// DefaultBucket is the Object Store bucket used when StoreConfig.Bucket is empty.
-const DefaultBucket = "lr-results"
-
 // Object kinds used in object names, so that one command's script output and GetFile content never collide.
 const (
 	KindOutput = "output"
@@ -49,16 +46,20 @@ var ErrDigestMismatch = errors.New("artifact: object store digest does not match
 // ErrSinkClosed is returned by Write or Commit on a sink that was already committed or aborted.
 var ErrSinkClosed = errors.New("artifact: sink already committed or aborted")
 
-// StoreConfig configures the Object Store bucket that holds large results.
+// StoreConfig configures the Object Store bucket that holds large results. It has no defaults: they live in
+// the configuration (internal/config), and NewStore refuses a config that is not filled in.
 type StoreConfig struct {
-	// Bucket is the Object Store bucket name (LR_OBJECT_BUCKET); empty means DefaultBucket.
+	// Bucket is the Object Store bucket name (LR_OBJECT_BUCKET).
 	Bucket string
+	// TTL, MaxBytes and Replicas are used only when the bucket is created (Provision); an existing bucket is
+	// used as it is.
+	//
 	// TTL is how long objects are kept (the stream's MaxAge); zero keeps them until MaxBytes pushes them out.
 	// It must outlive the time consumers need to fetch a claim check.
 	TTL time.Duration
-	// MaxBytes caps the bucket's size; zero or negative means unlimited.
+	// MaxBytes caps the bucket's size; -1 means unlimited (LR_OBJECT_MAX_BYTES).
 	MaxBytes int64
-	// Replicas is the bucket's replication factor; zero means 1.
+	// Replicas is the bucket's replication factor (LR_STREAM_REPLICAS).
 	Replicas int
 	// Provision creates the bucket when it is missing; without it a missing bucket is an error, for
 	// deployments where the operator owns stream configuration.
@@ -77,24 +78,23 @@ type Store struct {
 // NewStore binds the configured bucket, creating it first when cfg.Provision is set and it does not exist.
 func NewStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log zerolog.Logger) (*Store, error) {
 	bucket := cfg.Bucket
-	if bucket == "" {
-		bucket = DefaultBucket
-	}
-	replicas := cfg.Replicas
-	if replicas <= 0 {
-		replicas = 1
-	}
-	maxBytes := cfg.MaxBytes
-	if maxBytes <= 0 {
-		maxBytes = -1
+	switch {
+	case bucket == "":
+		return nil, errors.New("artifact: no object store bucket name")
+	case cfg.Provision && cfg.TTL < 0:
+		return nil, fmt.Errorf("artifact: bucket %q: negative TTL %s", bucket, cfg.TTL)
+	case cfg.Provision && (cfg.MaxBytes == 0 || cfg.MaxBytes < -1):
+		return nil, fmt.Errorf("artifact: bucket %q: max bytes must be -1 (no cap) or positive, got %d", bucket, cfg.MaxBytes)
+	case cfg.Provision && cfg.Replicas < 1:
+		return nil, fmt.Errorf("artifact: bucket %q: replicas must be at least 1, got %d", bucket, cfg.Replicas)
 	}
 	obs, err := provision.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      bucket,
 		Description: "lr-relay large results (claim checks)",
 		TTL:         cfg.TTL,
-		MaxBytes:    maxBytes,
+		MaxBytes:    cfg.MaxBytes,
 		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Replicas:    cfg.Replicas,
 	}, cfg.Provision)
 	if err != nil {
 		return nil, fmt.Errorf("bind object store bucket %q: %w", bucket, err)

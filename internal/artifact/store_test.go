@@ -28,7 +28,7 @@ func startJS(t testing.TB) jetstream.JetStream {
 func newTestStore(t testing.TB) (*Store, jetstream.JetStream) {
 	t.Helper()
 	js := startJS(t)
-	st, err := NewStore(context.Background(), js, StoreConfig{Bucket: "test", Provision: true}, zerolog.Nop())
+	st, err := NewStore(context.Background(), js, StoreConfig{Bucket: "test", Replicas: 1, MaxBytes: -1, Provision: true}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,15 +86,29 @@ func put(t testing.TB, st *Store, name string, data []byte, meta map[string]stri
 func TestNewStore(t *testing.T) {
 	js := startJS(t)
 	ctx := context.Background()
-	if _, err := NewStore(ctx, js, StoreConfig{}, zerolog.Nop()); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := NewStore(ctx, js, StoreConfig{Bucket: "lr-results"}, zerolog.Nop()); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("NewStore without Provision on a missing bucket: err = %v, want ErrBucketNotFound", err)
 	}
-	st, err := NewStore(ctx, js, StoreConfig{Provision: true, TTL: time.Hour, MaxBytes: 1 << 30}, zerolog.Nop())
+	// No defaults: a config that is not filled in is refused before anything is created.
+	for _, bad := range []StoreConfig{
+		{},
+		{Bucket: "lr-results", Provision: true, MaxBytes: -1},
+		{Bucket: "lr-results", Provision: true, Replicas: 1},
+		{Bucket: "lr-results", Provision: true, Replicas: 1, MaxBytes: -1, TTL: -time.Second},
+	} {
+		if _, err := NewStore(ctx, js, bad, zerolog.Nop()); err == nil || errors.Is(err, jetstream.ErrBucketNotFound) {
+			t.Errorf("NewStore(%+v): err = %v, want a config error", bad, err)
+		}
+	}
+	if _, err := js.ObjectStore(ctx, "lr-results"); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("a refused config created the bucket: %v", err)
+	}
+	st, err := NewStore(ctx, js, StoreConfig{Bucket: "lr-results", Replicas: 1, Provision: true, TTL: time.Hour, MaxBytes: 1 << 30}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Bucket() != DefaultBucket {
-		t.Errorf("Bucket() = %q, want %q", st.Bucket(), DefaultBucket)
+	if st.Bucket() != "lr-results" {
+		t.Errorf("Bucket() = %q, want %q", st.Bucket(), "lr-results")
 	}
 	si, err := st.stream.Info(ctx)
 	if err != nil {
@@ -103,7 +117,7 @@ func TestNewStore(t *testing.T) {
 	if si.Config.MaxAge != time.Hour || si.Config.MaxBytes != 1<<30 || si.Config.Storage != jetstream.FileStorage {
 		t.Errorf("stream config MaxAge %v MaxBytes %d Storage %v, want 1h, 1 GiB, file", si.Config.MaxAge, si.Config.MaxBytes, si.Config.Storage)
 	}
-	if _, err := NewStore(ctx, js, StoreConfig{}, zerolog.Nop()); err != nil {
+	if _, err := NewStore(ctx, js, StoreConfig{Bucket: "lr-results"}, zerolog.Nop()); err != nil {
 		t.Errorf("binding the existing bucket without Provision: %v", err)
 	}
 }

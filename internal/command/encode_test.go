@@ -55,7 +55,7 @@ func transcriptOf(output, errors string) []byte {
 func TestEncodeFitsHostileOutput(t *testing.T) {
 	js := embeddedtest.JetStream(t)
 	ctx := context.Background()
-	store, err := artifact.NewStore(ctx, js, artifact.StoreConfig{Bucket: "b", Provision: true}, nopLog)
+	store, err := artifact.NewStore(ctx, js, artifact.StoreConfig{Bucket: "b", Replicas: 1, MaxBytes: -1, Provision: true}, nopLog)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,8 +78,8 @@ type Config struct {
 	DownloadTotalTimeout time.Duration `envconfig:"DOWNLOAD_TOTAL_TIMEOUT" default:"2h" desc:"Longest one download may take, from the request to the last byte; the event is then retried."`
 	DownloadProxy        string        `envconfig:"DOWNLOAD_PROXY" desc:"Egress proxy for result downloads (http:// or https:// URL, used by CONNECT); overrides HTTPS_PROXY and NO_PROXY, which apply otherwise."`
 
-	InlineMaxBytes  int           `envconfig:"INLINE_MAX_BYTES" default:"65536" desc:"Script output or file content above this size is stored in the object store."`
-	PreviewBytes    int           `envconfig:"PREVIEW_BYTES" default:"4096" desc:"Head and tail of a large script output kept in the event."`
+	InlineMaxBytes  int           `envconfig:"INLINE_MAX_BYTES" default:"65536" desc:"Script output or file content above this size is stored in the object store; 0 keeps no content in the event at all, only the object reference, sizes and digests."`
+	PreviewBytes    int           `envconfig:"PREVIEW_BYTES" default:"4096" desc:"Head and tail of a large script output kept in the event; at most half of LR_INLINE_MAX_BYTES (so 0 when that is 0)."`
 	RawMaxBytes     int           `envconfig:"RAW_MAX_BYTES" default:"16384" desc:"Leading bytes of an unparseable result file kept (base64) in its result event."`
 	ObjectBucket    string        `envconfig:"OBJECT_BUCKET" default:"lr-results" desc:"Object Store bucket for large results."`
 	ObjectTTL       time.Duration `envconfig:"OBJECT_TTL" default:"720h" desc:"Age after which stored artifacts expire (0 keeps them)."`
@@ -198,21 +198,7 @@ func (c Config) Validate() error {
 		bad("LINK_RETRIES", "must be between 0 and 20, got %d", c.LinkRetries)
 	}
 	errs = append(errs, c.validateDownloadBounds()...)
-	if c.InlineMaxBytes < 1024 {
-		bad("INLINE_MAX_BYTES", "must be at least 1024, got %d", c.InlineMaxBytes)
-	}
-	if c.PreviewBytes < 0 || 2*c.PreviewBytes > c.InlineMaxBytes {
-		bad("PREVIEW_BYTES", "must be between 0 and half of LR_INLINE_MAX_BYTES, got %d", c.PreviewBytes)
-	}
-	if c.RawMaxBytes < 0 || c.RawMaxBytes > 256<<10 {
-		bad("RAW_MAX_BYTES", "must be between 0 and 262144, got %d", c.RawMaxBytes)
-	}
-	if c.GetFileMaxBytes <= 0 {
-		bad("GETFILE_MAX_BYTES", "must be positive, got %d", c.GetFileMaxBytes)
-	}
-	if c.GetFileMaxRatio < 2 {
-		bad("GETFILE_MAX_RATIO", "must be at least 2, got %g", c.GetFileMaxRatio)
-	}
+	c.validateResults(bad)
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		bad("STREAM_REPLICAS", "must be between 1 and 5, got %d", c.StreamReplicas)
 	}

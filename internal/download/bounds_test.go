@@ -184,7 +184,7 @@ func TestMinRate(t *testing.T) {
 // TestRateMeterArithmetic replays the README's figures through the meter with the service defaults
 // (32768 bytes/s over 30 s), without waiting for them.
 func TestRateMeterArithmetic(t *testing.T) {
-	const minRate, window = 32 << 10, DefaultRateWindow
+	const minRate, window = 32 << 10, MinRateWindow
 	t.Run("one byte every 2 s is abandoned after 30 s of waiting", func(t *testing.T) {
 		m := newRateMeter(minRate, window)
 		for i := 1; i <= 100; i++ {

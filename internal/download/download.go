@@ -30,22 +30,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// DefaultAllowedHosts are the Azure Storage blob zones that MDE result links point to (commercial and
-// US Government clouds).
-var DefaultAllowedHosts = []string{".blob.core.windows.net", ".blob.core.usgovcloudapi.net"}
-
-// Defaults applied by New to zero Config fields.
-const (
-	// DefaultMaxBytes allows the largest GetFile result (3 GB before compression) with margin.
-	DefaultMaxBytes int64 = 4 << 30
-	// DefaultTimeout bounds connecting, the TLS handshake and waiting for response headers.
-	DefaultTimeout = 30 * time.Second
-	// DefaultIdleTimeout bounds the silence between two pieces of body data.
-	DefaultIdleTimeout = 60 * time.Second
-	// DefaultRateWindow is the sliding interval over which MinRate is judged (LR_DOWNLOAD_MIN_RATE
-	// documents it; it is not configurable in the service, only in tests).
-	DefaultRateWindow = 30 * time.Second
-)
+// MinRateWindow is the sliding interval over which the service judges MinRate. It is a fixed rule, not a
+// setting (LR_DOWNLOAD_MIN_RATE documents it); the service passes it as Config.RateWindow, and tests pass
+// shorter windows.
+const MinRateWindow = 30 * time.Second
 
 const (
 	// maxRedirects is how many redirects a download may follow; Azure blob links do not redirect at all,
@@ -56,13 +44,13 @@ const (
 	userAgent      = "lr-relay"
 )
 
-// Config configures a Downloader. Zero durations and MaxBytes take the defaults above.
+// Config configures a Downloader. It has no defaults: they live in the configuration (internal/config,
+// LR_DOWNLOAD_*), and New refuses a Config whose required fields are not filled in.
 type Config struct {
 	// AllowHTTP allows plain http links (LR_DOWNLOAD_ALLOW_HTTP). Only for tests and the demo: real links
 	// are https, and http would expose the signature on the wire.
 	AllowHTTP bool
-	// AllowedHosts lists the hosts links may point to (LR_DOWNLOAD_ALLOWED_HOSTS); nil means
-	// DefaultAllowedHosts. An entry starting with "." matches any host name ending in it (at least one
+	// AllowedHosts lists the hosts links may point to (LR_DOWNLOAD_ALLOWED_HOSTS); at least one. An entry starting with "." matches any host name ending in it (at least one
 	// more label; case-insensitive) on port 443, or on the port the entry names (".zone.example:8443"),
 	// and such hosts must resolve to public addresses. Any other entry is an exact host, host:port or IP
 	// (port omitted = any port), exempt from the public-address check because an operator named it on
@@ -82,7 +70,8 @@ type Config struct {
 	// (LR_DOWNLOAD_MIN_RATE), averaged over the last RateWindow spent waiting in Read: a body below it
 	// fails with KindTooSlow. 0 means no minimum.
 	MinRate int64
-	// RateWindow is the sliding interval of MinRate; 0 means DefaultRateWindow.
+	// RateWindow is the sliding interval of MinRate (MinRateWindow in the service); required when MinRate
+	// is set.
 	RateWindow time.Duration
 	// ProxyURL, when set, is the egress proxy every https download goes through by CONNECT
 	// (LR_DOWNLOAD_PROXY), overriding HTTPS_PROXY and NO_PROXY. When empty, the environment decides as
@@ -92,21 +81,22 @@ type Config struct {
 	// Now is the clock used to judge the link's `se` expiry; nil means time.Now.
 	Now func() time.Time
 	// Concurrency is how many downloads may run at once (the relay's workers); it sizes the connection
-	// pool so that concurrent downloads from one storage account reuse their TLS connections. 0 means 4.
+	// pool so that concurrent downloads from one storage account reuse their TLS connections (at least 4
+	// idle connections per host are kept whatever it is). At least 1.
 	Concurrency int
 }
 
 // Validate reports every problem with the configuration at once.
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxBytes < 0 {
-		errs = append(errs, errors.New("LR_DOWNLOAD_MAX_BYTES must not be negative"))
+	if c.MaxBytes <= 0 {
+		errs = append(errs, fmt.Errorf("LR_DOWNLOAD_MAX_BYTES must be positive, got %d", c.MaxBytes))
 	}
-	if c.Timeout < 0 {
-		errs = append(errs, errors.New("download timeout must not be negative"))
+	if c.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("download timeout must be positive, got %s", c.Timeout))
 	}
-	if c.IdleTimeout < 0 {
-		errs = append(errs, errors.New("download idle timeout must not be negative"))
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("download idle timeout must be positive, got %s", c.IdleTimeout))
 	}
 	if c.TotalTimeout < 0 {
 		errs = append(errs, errors.New("download total timeout must not be negative"))
@@ -114,15 +104,18 @@ func (c Config) Validate() error {
 	if c.MinRate < 0 {
 		errs = append(errs, errors.New("download minimum rate must not be negative"))
 	}
-	if c.RateWindow < 0 {
-		errs = append(errs, errors.New("download rate window must not be negative"))
+	if c.RateWindow < 0 || (c.MinRate > 0 && c.RateWindow == 0) {
+		errs = append(errs, fmt.Errorf("download rate window must be positive when a minimum rate is set, got %s", c.RateWindow))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("download concurrency must be at least 1, got %d", c.Concurrency))
 	}
 	if c.ProxyURL != "" {
 		if _, err := ParseProxyURL(c.ProxyURL); err != nil {
 			errs = append(errs, fmt.Errorf("LR_DOWNLOAD_PROXY: %w", err))
 		}
 	}
-	if c.AllowedHosts != nil && len(c.AllowedHosts) == 0 {
+	if len(c.AllowedHosts) == 0 {
 		errs = append(errs, errors.New("LR_DOWNLOAD_ALLOWED_HOSTS must name at least one host"))
 	}
 	for _, h := range c.AllowedHosts {
@@ -190,27 +183,12 @@ func proxyAddr(u *url.URL) string {
 	return strings.ToLower(net.JoinHostPort(u.Hostname(), port))
 }
 
-// New checks cfg, fills in defaults and builds a Downloader with its own HTTP client: the proxy of
+// New checks cfg and builds a Downloader with its own HTTP client: the proxy of
 // Config.ProxyURL or of the environment, no cookie jar, no credentials, no transparent decompression (so
 // MaxBytes counts what actually crosses the wire and a gzip file arrives as gzip), HTTP/1.1 over TLS 1.2+.
 func New(cfg Config, log zerolog.Logger) (*Downloader, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("download config: %w", err)
-	}
-	if cfg.AllowedHosts == nil {
-		cfg.AllowedHosts = DefaultAllowedHosts
-	}
-	if cfg.MaxBytes == 0 {
-		cfg.MaxBytes = DefaultMaxBytes
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.RateWindow == 0 {
-		cfg.RateWindow = DefaultRateWindow
 	}
 	d := &Downloader{cfg: cfg, log: log, now: cfg.Now, envProxy: http.ProxyFromEnvironment}
 	if cfg.ProxyURL != "" {

@@ -69,13 +69,37 @@ func assertErrNoSecret(t *testing.T, err error) {
 
 // newTestDownloader builds a Downloader with the suite clock and a debug logger whose whole output is
 // checked for the signature when the test ends. Servers passed in are trusted for TLS.
+// filled returns cfg with the bounds a test leaves at zero set to the service's defaults (LR_DOWNLOAD_*):
+// New has no defaults of its own, so tests state only the bounds they exercise.
+func filled(cfg Config) Config {
+	if cfg.AllowedHosts == nil {
+		cfg.AllowedHosts = []string{".blob.core.windows.net", ".blob.core.usgovcloudapi.net"}
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = 4 << 30
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.MinRate > 0 && cfg.RateWindow == 0 {
+		cfg.RateWindow = MinRateWindow
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 8
+	}
+	return cfg
+}
+
 func newTestDownloader(t *testing.T, cfg Config, tlsServers ...*httptest.Server) *Downloader {
 	t.Helper()
 	logs := &testutil.SyncBuffer{}
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return fixedNow }
 	}
-	d, err := New(cfg, zerolog.New(logs).Level(zerolog.DebugLevel))
+	d, err := New(filled(cfg), zerolog.New(logs).Level(zerolog.DebugLevel))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

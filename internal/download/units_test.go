@@ -122,8 +122,8 @@ func TestFileName(t *testing.T) {
 }
 
 func TestMatchHost(t *testing.T) {
-	d, err := New(Config{AllowedHosts: []string{".blob.core.windows.net", ".Blob.Core.UsGovCloudApi.Net.", "mirror.internal",
-		"127.0.0.1:8443", "[::1]:9000", ".zone.test:8443"}}, zerolog.Nop())
+	d, err := New(filled(Config{AllowedHosts: []string{".blob.core.windows.net", ".Blob.Core.UsGovCloudApi.Net.", "mirror.internal",
+		"127.0.0.1:8443", "[::1]:9000", ".zone.test:8443"}}), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,26 +260,40 @@ func TestIsPublic(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	// service is what the relay passes with the default configuration.
+	service := Config{AllowedHosts: []string{".blob.core.windows.net", ".blob.core.usgovcloudapi.net"}, MaxBytes: 4 << 30,
+		Timeout: 30 * time.Second, IdleTimeout: 60 * time.Second, TotalTimeout: 2 * time.Hour, MinRate: 32 << 10,
+		RateWindow: MinRateWindow, Concurrency: 8}
+	with := func(change func(*Config)) Config {
+		c := service
+		change(&c)
+		return c
+	}
 	tests := []struct {
 		name string
 		cfg  Config
 		want []string // substrings, one per expected problem; none = valid
 	}{
-		{name: "zero is valid", cfg: Config{}},
-		{name: "literal and suffix", cfg: Config{AllowedHosts: []string{".blob.test", "127.0.0.1:8080", "[::1]:1", "host"}}},
+		{name: "the service's defaults", cfg: service},
+		{name: "zero is refused: no defaults here", cfg: Config{},
+			want: []string{"MAX_BYTES must be positive", "download timeout must be positive", "idle timeout must be positive",
+				"concurrency must be at least 1", "ALLOWED_HOSTS must name at least one host"}},
+		{name: "a minimum rate needs a window", cfg: with(func(c *Config) { c.RateWindow = 0 }), want: []string{"rate window"}},
+		{name: "no minimum rate needs no window", cfg: with(func(c *Config) { c.MinRate, c.RateWindow = 0, 0 })},
+		{name: "literal and suffix", cfg: with(func(c *Config) { c.AllowedHosts = []string{".blob.test", "127.0.0.1:8080", "[::1]:1", "host"} })},
 		{name: "every problem at once",
 			cfg: Config{MaxBytes: -1, Timeout: -1, IdleTimeout: -1, TotalTimeout: -1,
-				MinRate: -1, RateWindow: -1, ProxyURL: "socks5://user:pw@proxy:1080",
+				MinRate: -1, RateWindow: -1, ProxyURL: "socks5://user:pw@proxy:1080", Concurrency: -1,
 				AllowedHosts: []string{"", "https://x.blob.core.windows.net", "*.blob.core.windows.net", ".", ".x.net:0", ".:443", "h:0", "h:x"}},
-			want: []string{"MAX_BYTES", "download timeout", "idle timeout", "total timeout", "minimum rate", "rate window",
+			want: []string{"MAX_BYTES", "download timeout", "idle timeout", "total timeout", "minimum rate", "rate window", "concurrency",
 				`LR_DOWNLOAD_PROXY: scheme "socks5" is not supported`, "empty entry", "not a URL",
 				`write a suffix rule as ".blob.core.windows.net"`, `"." is not a valid suffix`, `".x.net:0" has an invalid port`,
 				`".:443" is not a valid suffix`, `"h:0" has an invalid port`, `"h:x" has an invalid port`}},
-		{name: "suffix rule with a port", cfg: Config{AllowedHosts: []string{".blob.test:8443", ".x.net:443"}}},
-		{name: "proxy", cfg: Config{ProxyURL: "http://user:pw@10.0.0.3:3128", MinRate: 1, TotalTimeout: time.Hour}},
-		{name: "proxy with a path", cfg: Config{ProxyURL: "http://user:secretpw@10.0.0.3:3128/x"},
+		{name: "suffix rule with a port", cfg: with(func(c *Config) { c.AllowedHosts = []string{".blob.test:8443", ".x.net:443"} })},
+		{name: "proxy", cfg: with(func(c *Config) { c.ProxyURL, c.MinRate, c.TotalTimeout = "http://user:pw@10.0.0.3:3128", 1, time.Hour })},
+		{name: "proxy with a path", cfg: with(func(c *Config) { c.ProxyURL = "http://user:secretpw@10.0.0.3:3128/x" }),
 			want: []string{"must not have a path"}},
-		{name: "empty list", cfg: Config{AllowedHosts: []string{}}, want: []string{"at least one host"}},
+		{name: "empty list", cfg: with(func(c *Config) { c.AllowedHosts = []string{} }), want: []string{"at least one host"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,13 +21,10 @@ import (
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
-// Defaults for the zero values of Options.
-const (
-	DefaultInlineMax  = 48 << 10
-	DefaultMaxBytes   = 4 << 30
-	DefaultMaxRatio   = 200
-	DefaultRatioFloor = 1 << 20
-)
+// RatioFloor is the decompressed size from which Options.MaxRatio applies, so that small, highly
+// compressible files (a text file of spaces) are never flagged. It is a fixed rule, not a setting: under
+// 1 MiB a "bomb" is harmless.
+const RatioFloor = 1 << 20
 
 // Problem codes returned by Process.
 const (
@@ -47,37 +44,20 @@ const rawPreviewMax = 512
 // bufSize is the size of the one read buffer Process uses, whatever the size of the file.
 const bufSize = 32 << 10
 
-// Options sets the caps of Process. Zero values mean the defaults.
+// Options sets the caps of Process. Every field is used as given (zero means zero): the defaults live in
+// the configuration (internal/config: LR_INLINE_MAX_BYTES, LR_GETFILE_MAX_BYTES, LR_GETFILE_MAX_RATIO).
 type Options struct {
-	// InlineMax is the largest content that goes inline in the event as base64 (default 48 KiB, which keeps
-	// the event well under the 1 MB NATS payload limit).
+	// InlineMax is the largest content that goes inline in the event as base64. 0 keeps no content inline:
+	// every non-empty file goes to Spill (or, without one, is only described by its size and digest).
 	InlineMax int64
-	// MaxBytes caps the decompressed size, whatever the ratio (default 4 GiB; GetFile collects up to 3 GB).
+	// MaxBytes caps the decompressed size, whatever the ratio (GetFile collects up to 3 GB).
 	MaxBytes int64
-	// MaxRatio caps decompressed/compressed bytes (default 200), checked once more than RatioFloor bytes
-	// were decompressed, so that small, highly compressible files are not flagged.
+	// MaxRatio caps decompressed/compressed bytes, checked once more than RatioFloor bytes were
+	// decompressed.
 	MaxRatio float64
-	// RatioFloor is the decompressed size from which MaxRatio applies (default 1 MiB).
-	RatioFloor int64
 	// Spill receives the whole decompressed content when it is larger than InlineMax; nil means no object
 	// store: such content is then only described (size, digest).
 	Spill artifact.Opener
-}
-
-func (o Options) withDefaults() Options {
-	if o.InlineMax <= 0 {
-		o.InlineMax = DefaultInlineMax
-	}
-	if o.MaxBytes <= 0 {
-		o.MaxBytes = DefaultMaxBytes
-	}
-	if o.MaxRatio <= 0 {
-		o.MaxRatio = DefaultMaxRatio
-	}
-	if o.RatioFloor <= 0 {
-		o.RatioFloor = DefaultRatioFloor
-	}
-	return o
 }
 
 // OutcomeFor maps a Problem returned by Process to the result outcome it implies.
@@ -102,7 +82,6 @@ func OutcomeFor(p *result.Problem) string {
 //
 // Memory use is fixed: one read buffer plus at most InlineMax bytes of inline content.
 func Process(ctx context.Context, r io.Reader, name string, opts Options) (*result.File, *result.Problem, error) {
-	opts = opts.withDefaults()
 	p := &processor{
 		ctx:  ctx,
 		opts: opts,
@@ -183,7 +162,7 @@ func (p *processor) checkCaps() *result.Problem {
 			"decompressed content exceeds the cap of %d bytes (%d bytes decompressed from %d compressed so far)",
 			p.opts.MaxBytes, p.total, p.cr.n)}
 	}
-	if p.total > p.opts.RatioFloor && float64(p.total) > p.opts.MaxRatio*float64(p.cr.n) {
+	if p.total > RatioFloor && float64(p.total) > p.opts.MaxRatio*float64(p.cr.n) {
 		p.file.NotInlineReason = "decompression bomb"
 		return &result.Problem{Code: CodeDecompressionBomb, Message: fmt.Sprintf(
 			"decompression ratio above %g: %d bytes decompressed from %d compressed so far",
@@ -222,16 +201,20 @@ func (p *processor) keep(b []byte) error {
 	return nil
 }
 
-// finish fills in where the content went: inline, the sink, or nowhere.
+// finish fills in where the content went: inline, the sink, or nowhere. Empty content is inline (there is
+// nothing to store), whatever InlineMax.
 func (p *processor) finish() error {
 	f := p.file
+	why := fmt.Sprintf("content larger than inline cap (%d bytes)", p.opts.InlineMax)
+	if p.opts.InlineMax <= 0 {
+		why = "no content inline (inline cap 0 bytes)"
+	}
 	switch {
 	case !p.spilled:
 		f.Inline = true
 		f.ContentBase64 = base64.StdEncoding.EncodeToString(p.inline.Bytes())
 	case p.sink == nil:
-		f.NotInlineReason = fmt.Sprintf(
-			"content larger than inline cap (%d bytes); no object store configured", p.opts.InlineMax)
+		f.NotInlineReason = why + "; no object store configured"
 	default:
 		if a, ok := p.sink.(artifact.Annotator); ok {
 			a.Annotate(map[string]string{
@@ -250,8 +233,7 @@ func (p *processor) finish() error {
 				f.Name, ref.Size, ref.SHA256, f.Bytes, f.SHA256)
 		}
 		f.Object = ref
-		f.NotInlineReason = fmt.Sprintf(
-			"content larger than inline cap (%d bytes); stored in the object store", p.opts.InlineMax)
+		f.NotInlineReason = why + "; stored in the object store"
 	}
 	return nil
 }

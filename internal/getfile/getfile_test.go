@@ -45,6 +45,12 @@ func (m *memSink) Commit() (*result.ObjectRef, error) {
 
 func (m *memSink) Abort() error { m.aborted = true; return nil }
 
+// testOptions are the caps of the default configuration (LR_GETFILE_MAX_BYTES, LR_GETFILE_MAX_RATIO) with
+// the given inline cap: Process has no defaults of its own, so every test says what it runs with.
+func testOptions(inlineMax int64, spill artifact.Opener) Options {
+	return Options{InlineMax: inlineMax, MaxBytes: 4 << 30, MaxRatio: 200, Spill: spill}
+}
+
 // opener returns an Opener handing out sink, and a counter of how often it was called.
 func opener(sink *memSink) (artifact.Opener, *int) {
 	calls := new(int)
@@ -113,7 +119,7 @@ func TestProcessContent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := &memSink{}
-			opts := Options{InlineMax: inlineMax}
+			opts := testOptions(inlineMax, nil)
 			var calls *int
 			if tt.withSink {
 				opts.Spill, calls = opener(sink)
@@ -206,7 +212,7 @@ func TestProcessBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sink := &memSink{}
 			spill, _ := opener(sink)
-			f, prob, err := Process(context.Background(), bytes.NewReader(tt.in), "x.gz", Options{InlineMax: 1000, Spill: spill})
+			f, prob, err := Process(context.Background(), bytes.NewReader(tt.in), "x.gz", testOptions(1000, spill))
 			if err != nil {
 				t.Fatalf("Process err = %v, want a problem instead", err)
 			}
@@ -272,9 +278,10 @@ func TestProcessCaps(t *testing.T) {
 		wantCode  string
 		wantBelow int64 // decompression must stop before this many bytes
 	}{
-		{name: "bomb by ratio", n: 100 << 20, gen: zeros{}, wantCode: CodeDecompressionBomb, wantBelow: 2 << 20},
+		{name: "bomb by ratio", n: 100 << 20, gen: zeros{}, opts: testOptions(64<<10, nil),
+			wantCode: CodeDecompressionBomb, wantBelow: 2 << 20},
 		{name: "bomb by absolute cap", n: 8 << 20, gen: randReader{rand.New(rand.NewPCG(3, 4))},
-			opts: Options{MaxBytes: 3 << 20}, wantCode: CodeTooLarge, wantBelow: 3<<20 + bufSize + 1},
+			opts: Options{InlineMax: 64 << 10, MaxBytes: 3 << 20, MaxRatio: 200}, wantCode: CodeTooLarge, wantBelow: 3<<20 + bufSize + 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -348,7 +355,7 @@ func TestProcessErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spill, _ := opener(tt.sink)
-			f, prob, err := Process(tt.ctx, tt.r, "x.gz", Options{InlineMax: 1000, Spill: spill})
+			f, prob, err := Process(tt.ctx, tt.r, "x.gz", testOptions(1000, spill))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}

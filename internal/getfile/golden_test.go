@@ -29,7 +29,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, prob, err := Process(context.Background(), bytes.NewReader(raw), filepath.Base(in), Options{InlineMax: 64})
+			f, prob, err := Process(context.Background(), bytes.NewReader(raw), filepath.Base(in), testOptions(64, nil))
 			if err != nil {
 				t.Fatalf("Process: %v", err)
 			}

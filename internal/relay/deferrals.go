@@ -20,11 +20,18 @@ type Deferrals struct {
 	kv jetstream.KeyValue
 }
 
-// EnsureDeferrals binds (or creates) the bucket.
+// EnsureDeferrals binds the bucket (LR_DEFERRALS_BUCKET), or creates it with replicas (LR_STREAM_REPLICAS, at
+// least 1) when create is set and it is missing.
 func EnsureDeferrals(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, create bool) (*Deferrals, error) {
+	if bucket == "" {
+		return nil, errors.New("relay: no deferrals bucket name")
+	}
+	if create && replicas < 1 {
+		return nil, fmt.Errorf("relay: deferrals bucket %q: replicas must be at least 1, got %d", bucket, replicas)
+	}
 	kv, err := provision.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: bucket, Description: "lr-relay: deliveries deferred on purpose, per source message",
-		TTL: 7 * 24 * time.Hour, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+		TTL: 7 * 24 * time.Hour, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 	}, create)
 	if err != nil {
 		return nil, fmt.Errorf("deferrals bucket %q: %w", bucket, err)

@@ -11,7 +11,9 @@ import (
 	"github.com/lr-relay/lr-relay/internal/provision"
 )
 
-// StreamConfig names the streams, subjects and consumer, and the settings used when provisioning them.
+// StreamConfig names the streams, subjects and consumer, and the settings used when provisioning them. It has
+// no defaults: every field comes from the configuration (internal/config), and provisioning refuses settings
+// that are not filled in.
 type StreamConfig struct {
 	SourceStream        string
 	SourceSubject       string
@@ -20,21 +22,42 @@ type StreamConfig struct {
 	ResultSubjectPrefix string
 	DeadLetterStream    string
 	DeadLetterSubject   string
-	// Provision creates what is missing. Existing streams and consumers are used as they are.
-	Provision        bool
-	Replicas         int
+	// Provision creates what is missing. Existing streams and consumers are used as they are, so the
+	// settings below matter only then.
+	Provision bool
+	// Replicas of the streams created (LR_STREAM_REPLICAS).
+	Replicas int
+	// ResultDuplicates is the duplicate window of the results and dead-letter streams created
+	// (LR_RESULT_DUPLICATE_WINDOW).
 	ResultDuplicates time.Duration
-	AckWait          time.Duration
+	// AckWait of the consumer created (LR_ACK_WAIT).
+	AckWait time.Duration
+}
+
+// checkProvision reports the settings that provisioning needs and that are not filled in.
+func (c StreamConfig) checkProvision() error {
+	var errs []error
+	if c.Replicas < 1 {
+		errs = append(errs, fmt.Errorf("relay: stream replicas must be at least 1, got %d", c.Replicas))
+	}
+	if c.ResultDuplicates <= 0 {
+		errs = append(errs, fmt.Errorf("relay: result duplicate window must be positive, got %s", c.ResultDuplicates))
+	}
+	if c.AckWait <= 0 {
+		errs = append(errs, fmt.Errorf("relay: consumer ack wait must be positive, got %s", c.AckWait))
+	}
+	return errors.Join(errs...)
 }
 
 // EnsureStreams creates the source, results and dead-letter streams when they are missing and Provision is
 // set, and otherwise only checks that they exist.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
-	replicas := max(c.Replicas, 1)
-	dup := c.ResultDuplicates
-	if dup <= 0 {
-		dup = time.Hour
+	if c.Provision {
+		if err := c.checkProvision(); err != nil {
+			return err
+		}
 	}
+	replicas, dup := c.Replicas, c.ResultDuplicates
 	want := []jetstream.StreamConfig{
 		{Name: c.SourceStream, Subjects: []string{c.SourceSubject}, Storage: jetstream.FileStorage,
 			Retention: jetstream.LimitsPolicy, MaxAge: 7 * 24 * time.Hour, Duplicates: 2 * time.Minute, Replicas: replicas,
@@ -68,15 +91,14 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, c StreamConfig)
 	if !c.Provision {
 		return nil, fmt.Errorf("consumer %q on stream %q does not exist and LR_PROVISION is false", c.Consumer, c.SourceStream)
 	}
-	ackWait := c.AckWait
-	if ackWait <= 0 {
-		ackWait = time.Minute
+	if err := c.checkProvision(); err != nil {
+		return nil, err
 	}
 	cons, err = js.CreateOrUpdateConsumer(ctx, c.SourceStream, jetstream.ConsumerConfig{
 		Durable:       c.Consumer,
 		Description:   "lr-relay: shared by every replica",
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       c.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 1000,
 		FilterSubject: c.SourceSubject,

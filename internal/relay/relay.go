@@ -335,11 +335,13 @@ func (r *Relay) bind(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.consumer = cons
-	r.ackWait = cons.CachedInfo().Config.AckWait
-	if r.ackWait <= 0 {
-		r.ackWait = 30 * time.Second
+	ackWait := cons.CachedInfo().Config.AckWait
+	if ackWait <= 0 {
+		// The server always reports the AckWait it applies; without one keepAlive has no period.
+		return fmt.Errorf("consumer %q on %q reports no AckWait", r.o.Streams.Consumer, r.o.Streams.SourceStream)
 	}
+	r.consumer = cons
+	r.ackWait = ackWait
 	r.ready = true
 	return nil
 }

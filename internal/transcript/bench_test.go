@@ -30,7 +30,7 @@ func BenchmarkParse4KB(b *testing.B) {
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
 	for b.Loop() {
-		s, prob, err := Parse(bytes.NewReader(in), Options{})
+		s, prob, err := Parse(bytes.NewReader(in), testOptions())
 		if err != nil || prob != nil || s.TranscriptPath == "" || s.OutputBytes < 4<<10 {
 			b.Fatalf("Parse: %+v %v %v", s, prob, err)
 		}

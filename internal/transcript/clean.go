@@ -181,12 +181,15 @@ func (c *capCollector) reset() {
 // complete reports whether nothing was cut.
 func (c *capCollector) complete() bool { return c.total == int64(len(c.buf)) }
 
-// text returns the collected text, marked when it was cut.
+// text returns the collected text, marked when it was cut, or "" when nothing of it was kept (limit 0).
 func (c *capCollector) text() string {
 	if c.complete() {
 		return string(c.buf)
 	}
 	head := cutHead(c.buf)
+	if len(head) == 0 {
+		return ""
+	}
 	return string(head) + fmt.Sprintf("\n…[%d bytes omitted]", c.total-int64(len(head)))
 }
 

@@ -29,8 +29,9 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(`{"script_output":"` + strings.Repeat(`ab\u00e9\ud83d\ude00`, 40) + `\u0000"}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		checkParse(t, in, Options{})
+		checkParse(t, in, testOptions())
 		checkParse(t, in, Options{InlineMax: 100, PreviewBytes: 17})
+		checkParse(t, in, Options{}) // LR_INLINE_MAX_BYTES=0: nothing inline
 	})
 }
 
@@ -45,11 +46,12 @@ func TestReferenceOnGoldenInputs(t *testing.T) {
 			}
 			in, _ := splitGolden(t, data)
 			checkParse(t, in, Options{InlineMax: 40, PreviewBytes: 7})
-			whole, wprob, err := Parse(bytes.NewReader(in), Options{})
+			checkParse(t, in, Options{RawMax: 16 << 10})
+			whole, wprob, err := Parse(bytes.NewReader(in), testOptions())
 			if err != nil {
 				t.Fatal(err)
 			}
-			split, sprob, err := Parse(iotest.OneByteReader(bytes.NewReader(in)), Options{})
+			split, sprob, err := Parse(iotest.OneByteReader(bytes.NewReader(in)), testOptions())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +92,7 @@ func checkParse(t *testing.T, in []byte, opts Options) {
 	if ref.problemCodes != nil {
 		t.Fatalf("Parse gave a script %+v, want a problem with one of %v", s, ref.problemCodes)
 	}
-	opt := opts.withDefaults()
+	opt := opts.normalized()
 	for name, v := range map[string]string{"Output": s.Output, "Errors": s.Errors, "ScriptName": s.ScriptName, "TranscriptPath": s.TranscriptPath} {
 		if !utf8.ValidString(v) {
 			t.Errorf("%s = %q, not valid UTF-8", name, v)
@@ -114,6 +116,9 @@ func checkParse(t *testing.T, in []byte, opts Options) {
 		tail := validSuffix(ref.output[len(ref.output)-opt.PreviewBytes:])
 		omitted := len(ref.output) - len(head) - len(tail)
 		want := head + "\n…[" + itoa(omitted) + " bytes omitted]…\n" + tail
+		if head == "" && tail == "" {
+			want = ""
+		}
 		if !s.OutputTruncated || s.Output != want {
 			t.Errorf("Output = %q (truncated %v), want %q", s.Output, s.OutputTruncated, want)
 		}

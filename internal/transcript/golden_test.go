@@ -59,7 +59,7 @@ func TestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			input, want := splitGolden(t, data)
-			s, prob, err := Parse(bytes.NewReader(input), Options{})
+			s, prob, err := Parse(bytes.NewReader(input), testOptions())
 			if err != nil {
 				t.Fatalf("Parse error = %v, want nil (malformed files are Problems)", err)
 			}

@@ -21,7 +21,7 @@ func TestNestingLimit(t *testing.T) {
 			if got, want := json.Valid([]byte(in)), tt.wantProbl == ""; got != want {
 				t.Fatalf("json.Valid = %v, want %v: the limit should match encoding/json", got, want)
 			}
-			s, prob, err := Parse(strings.NewReader(in), Options{})
+			s, prob, err := Parse(strings.NewReader(in), testOptions())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -86,7 +86,8 @@ func TestBoundedMemory(t *testing.T) {
 	const lines = 50<<20/(8+len(bigLineClean)) + 1 // about 50 MB
 	gen := newBigDoc(lines)
 	sink := &hashSink{h: sha256.New()}
-	opts := Options{Spill: func() (artifact.Sink, error) { return sink, nil }}
+	opts := testOptions()
+	opts.Spill = func() (artifact.Sink, error) { return sink, nil }
 
 	var before, after runtime.MemStats
 	runtime.GC()

@@ -293,7 +293,7 @@ func TestProblemRaw(t *testing.T) {
 
 func TestReadErrorBeforeAnything(t *testing.T) {
 	errRead := errors.New("boom")
-	s, prob, err := Parse(iotest.ErrReader(errRead), Options{})
+	s, prob, err := Parse(iotest.ErrReader(errRead), testOptions())
 	var re *ReadError
 	if s != nil || prob != nil || !errors.As(err, &re) || !errors.Is(err, errRead) || re.Offset != 0 {
 		t.Errorf("got %v, %v, %v; want a *ReadError at offset 0 wrapping %v", s, prob, err, errRead)

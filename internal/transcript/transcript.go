@@ -24,13 +24,6 @@ import (
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
-// Default limits, used when the corresponding Options field is zero or negative.
-const (
-	DefaultInlineMax    = 64 << 10
-	DefaultPreviewBytes = 4 << 10
-	DefaultRawMax       = 16 << 10
-)
-
 // Problem codes set in result.Problem.Code. Callers branch on these, never on the message.
 const (
 	// CodeEmptyFile: the file is empty or holds only whitespace.
@@ -65,16 +58,19 @@ const maxBannerLine = 32 << 10
 // and distinct from U+FFFD, which means invalid UTF-8.
 const NULReplacement = "\u2400"
 
-// Options tunes Parse. The zero value is usable: every zero limit takes its default.
+// Options tunes Parse. Every limit is used as given: zero means zero, and the configuration
+// (internal/config, LR_INLINE_MAX_BYTES, LR_PREVIEW_BYTES, LR_RAW_MAX_BYTES) is where their defaults live.
+// A negative limit counts as zero.
 type Options struct {
-	// InlineMax is the largest cleaned output, in bytes, kept whole in Script.Output (default 64 KiB).
-	// Errors are capped at the same size.
+	// InlineMax is the largest cleaned output, in bytes, kept whole in Script.Output. Errors are capped at
+	// the same size. 0 keeps no output and no errors text at all: a non-empty output goes to Spill only,
+	// and the result carries its size (and, with a Spill, the object reference and digest).
 	InlineMax int
 	// PreviewBytes is how many bytes of the head and of the tail of a larger output are kept in
-	// Script.Output (default 4 KiB each). It is capped at InlineMax/2 so a preview is never larger than
-	// an inline output.
+	// Script.Output. It is capped at InlineMax/2 (a rule, not a default) so a preview is never larger than
+	// an inline output; with 0 the output of a spilled result is "".
 	PreviewBytes int
-	// RawMax is how many raw bytes of an unparseable file are kept in Problem.RawBase64 (default 16 KiB).
+	// RawMax is how many raw bytes of an unparseable file are kept in Problem.RawBase64.
 	RawMax int
 	// Spill, when set, receives the whole cleaned output once it turns out to be larger than InlineMax;
 	// it is opened lazily, so small outputs never touch the store. Nil means no store: a large output is
@@ -82,19 +78,10 @@ type Options struct {
 	Spill artifact.Opener
 }
 
-func (o Options) withDefaults() Options {
-	if o.InlineMax <= 0 {
-		o.InlineMax = DefaultInlineMax
-	}
-	if o.PreviewBytes <= 0 {
-		o.PreviewBytes = DefaultPreviewBytes
-	}
-	if o.PreviewBytes > o.InlineMax/2 {
-		o.PreviewBytes = o.InlineMax / 2
-	}
-	if o.RawMax <= 0 {
-		o.RawMax = DefaultRawMax
-	}
+// normalized applies the rules that tie the limits together; it fills in nothing.
+func (o Options) normalized() Options {
+	o.InlineMax, o.RawMax = max(o.InlineMax, 0), max(o.RawMax, 0)
+	o.PreviewBytes = min(max(o.PreviewBytes, 0), o.InlineMax/2)
 	return o
 }
 
@@ -139,7 +126,8 @@ func (e *SpillError) Unwrap() error { return e.Err }
 //   - exit_code may be a number or a string holding one; missing or null gives a nil ExitCode.
 //   - ScriptName is capped at 1 KiB, marked like Errors when cut.
 //   - null or "" script_errors give Errors ""; Errors longer than InlineMax is cut on a rune boundary and
-//     ends with "\n…[N bytes omitted]".
+//     ends with "\n…[N bytes omitted]" (with InlineMax 0 it is "": ErrorsTruncated and ErrorsBytes say
+//     how much there was).
 //   - The first output line, when it starts with BannerPrefix, is removed and the rest of it (without a
 //     trailing \r) goes to TranscriptPath.
 //   - NULs at the very end of a string are stripped (counted in TrailingNULs for the output); a NUL
@@ -148,13 +136,14 @@ func (e *SpillError) Unwrap() error { return e.Err }
 //     output or errors).
 //   - OutputBytes is the size of the cleaned output. Up to InlineMax it is all in Output, and OutputJSON
 //     holds it decoded (numbers as json.Number) when it is one JSON object or array. Beyond, Output is
-//     head + "\n…[N bytes omitted]…\n" + tail, OutputTruncated is set, and with a Spill the whole cleaned
-//     output is committed to the sink and referenced in OutputObject.
+//     head + "\n…[N bytes omitted]…\n" + tail ("" when PreviewBytes is 0), OutputTruncated is set, and
+//     with a Spill the whole cleaned output is committed to the sink and referenced in OutputObject. With
+//     InlineMax 0 every non-empty output takes this path; an empty output needs no object.
 //   - A leading UTF-8 byte order mark is skipped.
 //
 // Parse keeps no state between calls and is safe for concurrent use.
 func Parse(r io.Reader, opts Options) (*result.Script, *result.Problem, error) {
-	opts = opts.withDefaults()
+	opts = opts.normalized()
 	p := newParser(r, opts)
 	err := p.parseDocument()
 	if err == nil {
@@ -221,8 +210,12 @@ func (p *parser) script() (*result.Script, error) {
 	s.OutputTruncated = true
 	head := cutHead(c.buf[:c.preview])
 	tail := cutTail(c.tail())
-	omitted := c.total - int64(len(head)) - int64(len(tail))
-	s.Output = string(head) + fmt.Sprintf("\n…[%d bytes omitted]…\n", omitted) + string(tail)
+	if len(head)+len(tail) > 0 {
+		omitted := c.total - int64(len(head)) - int64(len(tail))
+		s.Output = string(head) + fmt.Sprintf("\n…[%d bytes omitted]…\n", omitted) + string(tail)
+	}
+	// With nothing kept (PreviewBytes 0, as with LR_INLINE_MAX_BYTES=0) Output stays "": OutputBytes and
+	// OutputTruncated already say everything a marker would.
 	if c.sink != nil {
 		sink := c.sink
 		c.sink = nil // Commit ends the sink whatever it returns; it must not be aborted after.
