@@ -247,7 +247,7 @@ func (a *App) untilJetStream(ctx context.Context, step string, fn func() error) 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.log.Warn().Err(err).Str("step", step).Dur("retry_in", delay).Msg("JetStream did not answer; retrying")
+		a.log.Warn().Err(err).Str("step", step).Float64("retry_in_seconds", delay.Seconds()).Msg("JetStream did not answer; retrying")
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():

@@ -261,7 +261,7 @@ func (s *Store) CleanOrphans(ctx context.Context, olderThan time.Duration) (int,
 			continue
 		}
 		purged++
-		s.log.Info().Str("bucket", s.bucket).Str("nuid", nuid).Dur("age", age).
+		s.log.Info().Str("bucket", s.bucket).Str("nuid", nuid).Float64("age_seconds", age.Seconds()).
 			Msg("purged chunks of an unfinished upload")
 	}
 	return purged, errors.Join(errs...)

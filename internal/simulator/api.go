@@ -163,7 +163,7 @@ func (s *Simulator) gate(w http.ResponseWriter, r *http.Request, ep Endpoint) (s
 		}
 		s.mu.Unlock()
 		s.log.Debug().Str("endpoint", string(ep)).Str("tenant", tenant).Bool("storm", storm).
-			Bool("during_retry_after", v.duringRetry).Dur("retry_after", v.retryAfter).Msg("call throttled")
+			Bool("during_retry_after", v.duringRetry).Float64("retry_after_seconds", v.retryAfter.Seconds()).Msg("call throttled")
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(v.retryAfter/time.Second), 10))
 		s.writeAPIError(w, http.StatusTooManyRequests, "TooManyRequests",
 			"Rate limit is exceeded. Try again in "+strconv.FormatInt(int64(v.retryAfter/time.Second), 10)+" seconds.")

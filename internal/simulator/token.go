@@ -117,7 +117,7 @@ func (s *Simulator) issueToken(w http.ResponseWriter, tenantID string, now time.
 	s.tokens[token] = issuedToken{tenant: strings.ToLower(tenantID), expires: now.Add(s.tokenTTL)}
 	s.stats.TokensIssued++
 	s.mu.Unlock()
-	s.log.Debug().Str("tenant", tenantID).Dur("ttl", s.tokenTTL).Msg("token issued")
+	s.log.Debug().Str("tenant", tenantID).Float64("ttl_seconds", s.tokenTTL.Seconds()).Msg("token issued")
 
 	body, _ := json.Marshal(struct {
 		TokenType    string `json:"token_type"`
