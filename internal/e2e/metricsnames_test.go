@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -167,11 +168,14 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 	})
 
 	url := "http://" + ln.Addr().String() + "/metrics"
-	var exported map[string]bool
-	var missing []string
+	var (
+		exported map[string]bool
+		text     string
+		missing  []string
+	)
 	// The relay counts a result after its PubAck: scrape until every name is there, or the deadline.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		exported = scrapeNames(t, url)
+		exported, text = scrapeNames(t, url)
 		missing = missing[:0]
 		for n := range used {
 			if !exported[n] && !notYetExported[n] {
@@ -191,13 +195,19 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 			t.Errorf("%s is exported now: remove it from notYetExported", n)
 		}
 	}
+	// The process-level gauges hold their values: ready, and the build that runs.
+	for _, want := range []string{"\nlr_ready 1\n", `lr_build_info{goversion="` + runtime.Version() + `",version="` + app.Version + `"} 1`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics has no line %q", strings.TrimSpace(want))
+		}
+	}
 	if len(missing) == 0 {
 		t.Logf("%d metric names used by the dashboard and the rules, all exported (%d series names on /metrics)", len(used), len(exported))
 	}
 }
 
-// scrapeNames returns the series names of a Prometheus text exposition.
-func scrapeNames(t *testing.T, url string) map[string]bool {
+// scrapeNames returns the series names of a Prometheus text exposition, and the exposition.
+func scrapeNames(t *testing.T, url string) (map[string]bool, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -214,8 +224,12 @@ func scrapeNames(t *testing.T, url string) map[string]bool {
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("GET %s: %s: %s", url, resp.Status, b)
 	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
 	names := map[string]bool{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
@@ -229,5 +243,5 @@ func scrapeNames(t *testing.T, url string) map[string]bool {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return names
+	return names, string(body)
 }
