@@ -29,25 +29,35 @@ type lagSampler struct {
 	log      zerolog.Logger
 }
 
-// run samples at once and then every s.every until ctx ends. A failed sample (NATS down, consumer not created
-// yet) leaves the gauges at their last values and is logged at debug level: readiness already reports an outage.
+// run samples at once and then every s.every until ctx ends. Until the first consumer sample succeeds (the
+// relay binds or creates the consumer after the sampler starts) it retries every second, so the gauges are
+// filled as soon as the consumer exists. A failed sample (NATS down, consumer not created yet) leaves the
+// gauges at their last values and is logged at debug level: readiness already reports an outage.
 func (s *lagSampler) run(ctx context.Context) {
-	t := time.NewTicker(s.every)
+	t := time.NewTimer(0)
 	defer t.Stop()
+	sampled := false
 	for {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := s.sampleConsumer(sctx); err != nil && ctx.Err() == nil {
-			s.log.Debug().Err(err).Msg("sampling the consumer's lag failed; will retry")
-		}
-		if err := s.sampleBucket(sctx); err != nil && ctx.Err() == nil {
-			s.log.Debug().Err(err).Msg("sampling the object store's size failed; will retry")
-		}
-		cancel()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.sampleConsumer(sctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Debug().Err(err).Msg("sampling the consumer's lag failed; will retry")
+		}
+		sampled = sampled || err == nil
+		if err := s.sampleBucket(sctx); err != nil && ctx.Err() == nil {
+			s.log.Debug().Err(err).Msg("sampling the object store's size failed; will retry")
+		}
+		cancel()
+		next := s.every
+		if !sampled {
+			next = min(time.Second, s.every)
+		}
+		t.Reset(next)
 	}
 }
 

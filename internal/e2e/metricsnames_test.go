@@ -201,6 +201,14 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 			t.Errorf("/metrics has no line %q", strings.TrimSpace(want))
 		}
 	}
+	// The lag sampler runs inside App.Run: the uncapped object bucket reports its cap as -1 once sampled.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(text, "\nlr_object_store_max_bytes -1\n"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("lr_object_store_max_bytes is not -1 after 10s: the lag sampler did not sample the uncapped bucket")
+			break
+		}
+		_, text = scrapeNames(t, url)
+	}
 	if len(missing) == 0 {
 		t.Logf("%d metric names used by the dashboard and the rules, all exported (%d series names on /metrics)", len(used), len(exported))
 	}
