@@ -349,6 +349,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		if err != nil {
 			return nil, 0, err
 		}
+		quota.InitMetrics(a.o.Registry, s.Name+"/links", s.Name+"/actions")
 		mc, err := s.MDEConfig(userAgent())
 		if err != nil {
 			return nil, 0, err
