@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/app"
@@ -131,12 +129,6 @@ func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
 func loadConfig(stderr io.Writer) (config.Config, bool) {
 	cfg, err := config.Load()
 	if err == nil {
@@ -158,7 +150,7 @@ func runRelay(stderr io.Writer) int {
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
-	a, err := app.New(app.Options{Config: cfg, Logger: log, Registry: newRegistry()})
+	a, err := app.New(app.Options{Config: cfg, Logger: log, Registry: app.NewRegistry()})
 	if err != nil {
 		log.Error().Err(err).Msg("invalid configuration")
 		return exitUsage

@@ -67,6 +67,8 @@ type App struct {
 	// violations holds every distinct one, so that each is logged once.
 	violation  string
 	violations map[string]struct{}
+
+	ops *opsMetrics
 }
 
 // New checks the configuration; it does not touch the network.
@@ -75,9 +77,11 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	if o.Registry == nil {
-		o.Registry = prometheus.NewRegistry()
+		o.Registry = NewRegistry()
 	}
-	return &App{o: o, cfg: o.Config, log: o.Logger}, nil
+	a := &App{o: o, cfg: o.Config, log: o.Logger}
+	a.ops = registerOpsMetrics(o.Registry, func() bool { ok, _ := a.Ready(); return ok })
+	return a, nil
 }
 
 // Run connects, provisions, and relays until ctx ends; then it shuts down in order: stop intake, finish or
@@ -208,6 +212,16 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.mu.Lock()
 	a.relay = r
 	a.mu.Unlock()
+	// Consumer lag and bucket fill for the on-call metrics. The sampler skips its samples until r.Run below has
+	// bound (or created) the consumer.
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		(&lagSampler{js: js, stream: a.cfg.SourceStream, consumer: a.cfg.Consumer, bucket: store.Bucket(),
+			every: lagSampleEvery, now: time.Now, m: a.ops, log: a.log.With().Str("component", "lag").Logger()}).run(lagCtx)
+	}()
+	cleanup = append(cleanup, func() { stopLag(); <-lagDone })
 	a.log.Info().Str("consumer", a.cfg.Consumer).Str("stream", a.cfg.SourceStream).Int("workers", a.cfg.Workers).
 		Str("version", Version).Msg("relaying")
 	// Run fails only while binding the consumer, before any work started, so it can simply be run again.
@@ -444,6 +458,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		if err != nil {
 			return nil, 0, err
 		}
+		quota.InitMetrics(a.o.Registry, s.Name+"/links", s.Name+"/actions")
 		mc, err := s.MDEConfig(userAgent())
 		if err != nil {
 			return nil, 0, err

@@ -56,8 +56,20 @@ func newMetrics(reg prometheus.Registerer, tenant string) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every known label value starts at zero, so that an alert on increase() sees the first 429 or failure.
+	for _, o := range []op{opGetAction, opGetLink} {
+		for _, r := range requestResults {
+			m.requests.WithLabelValues(tenant, o.Label, r)
+		}
+	}
+	for _, r := range []string{"ok", "error"} {
+		m.tokens.WithLabelValues(tenant, r)
+	}
 	return m, nil
 }
+
+// requestResults are the values of the result label of lr_mde_requests_total (see resultLabel).
+var requestResults = []string{"ok", "throttled", "unauthorized", "client_error", "server_error", "transport_error"}
 
 // register registers c, or returns the identical collector registered earlier.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {

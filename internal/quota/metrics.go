@@ -58,6 +58,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// InitMetrics creates the counters of each key ("<tenant>/<endpoint>") at zero on reg, so that an increase()
+// over them sees the first grant, pause or discarded grant. lr-relay calls it with every configured tenant's
+// keys. A nil reg does nothing.
+func InitMetrics(reg prometheus.Registerer, keys ...string) {
+	if reg == nil {
+		return
+	}
+	m := newMetrics(reg)
+	for _, key := range keys {
+		t, e := splitKey(key)
+		m.granted.WithLabelValues(t, e)
+		m.paused.WithLabelValues(t, e)
+		m.discard.WithLabelValues(t, e)
+	}
+}
+
 func (m *metrics) registerDegraded(reg prometheus.Registerer) {
 	if reg != nil {
 		m.degraded = register(reg, m.degraded)
