@@ -5,7 +5,6 @@ import (
 	"context"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,8 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/deadletters"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // TestDemoRelaysEverything runs the newcomer's first command and checks its verdict and its counts.
@@ -48,23 +49,6 @@ func TestDemoRelaysEverything(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDemoServeKeepsRunning checks that --serve leaves JetStream up after the summary, with the results, the
 // stored artifacts and the dead letters reachable at the printed address, until the context ends.
 func TestDemoServeKeepsRunning(t *testing.T) {
@@ -75,7 +59,7 @@ func TestDemoServeKeepsRunning(t *testing.T) {
 	cfg.HTTPAddr = ""
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	type ran struct {
 		sum Summary
 		err error
