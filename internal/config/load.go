@@ -15,7 +15,7 @@ import (
 func otherVariables() []string {
 	return []string{
 		"LR_SIM_ADDR", "LR_SIM_FAULTS", "LR_SIM_LIMITS",
-		"LR_BENCH_BIG", "LR_BENCH_BYTES", "LR_QUOTA_MIN_UTILISATION",
+		"LR_BENCH_BIG", "LR_BENCH_BYTES", "LR_QUOTA_MIN_UTILISATION", "LR_DERIVE_NATS_SUBJECTS",
 	}
 }
 

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -125,5 +128,41 @@ func TestClosest(t *testing.T) {
 	}
 	if d := editDistance("kitten", "sitting"); d != 3 {
 		t.Errorf("editDistance(kitten, sitting) = %d, want 3", d)
+	}
+}
+
+// TestEveryVariableReadIsKnown scans the module for LR_ variables read with os.Getenv or os.LookupEnv: each
+// must be a Config field or in otherVariables, or UnknownVariables would warn about a variable that is used.
+func TestEveryVariableReadIsKnown(t *testing.T) {
+	known := map[string]bool{}
+	for _, f := range fields() {
+		known[f.name] = true
+	}
+	for _, n := range otherVariables() {
+		known[n] = true
+	}
+	read := regexp.MustCompile(`(?:Getenv|LookupEnv)\("(LR_[A-Z0-9_]+)"\)`)
+	found := 0
+	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range read.FindAllSubmatch(b, -1) {
+			found++
+			if !known[string(m[1])] {
+				t.Errorf("%s reads %s, which UnknownVariables does not know: add it to otherVariables", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found == 0 {
+		t.Fatal("found no os.Getenv(\"LR_...\") in the module: the scan is broken")
 	}
 }
