@@ -141,7 +141,7 @@ func TestEveryVariableReadIsKnown(t *testing.T) {
 	for _, n := range otherVariables() {
 		known[n] = true
 	}
-	read := regexp.MustCompile(`(?:Getenv|LookupEnv|envOr)\("(LR_[A-Z0-9_]+)"\)`)
+	read := regexp.MustCompile(`(?:Getenv|LookupEnv|envOr)\("(LR_[A-Z0-9_]+)"[,)]`)
 	found := 0
 	err := filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
