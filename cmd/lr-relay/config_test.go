@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,6 +172,40 @@ func TestVersionFromLdflags(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != testVersion {
 		t.Errorf("lr-relay version = %q, want %q from -ldflags -X %s", got, testVersion, versionVariable)
+	}
+}
+
+// TestVersionReachesUserAgent runs the stamped binary's fetch against a stand-in Defender API: the API call
+// carries the version in its User-Agent, as Microsoft asks of partners.
+func TestVersionReachesUserAgent(t *testing.T) {
+	bin := buildBinary(t)
+	var mu sync.Mutex
+	var agents []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/token") {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"access_token":"t","token_type":"Bearer","expires_in":3600}`)
+			return
+		}
+		mu.Lock()
+		agents = append(agents, r.UserAgent())
+		mu.Unlock()
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	cmd := exec.Command(bin, "fetch", "--action", "7f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b")
+	cmd.Env = []string{"LR_MDE_API_URL=" + srv.URL, "LR_MDE_TOKEN_URL=" + srv.URL + "/{tenant}/token",
+		"LR_MDE_TENANT_ID=t", "LR_MDE_CLIENT_ID=c", "LR_MDE_CLIENT_SECRET=s", "LR_HTTP_ADDR="}
+	out, _ := cmd.CombinedOutput() // the action is not found: fetch fails after the call
+	mu.Lock()
+	defer mu.Unlock()
+	if len(agents) == 0 {
+		t.Fatalf("fetch made no API call:\n%s", out)
+	}
+	for _, ua := range agents {
+		if !strings.HasSuffix(ua, "/"+testVersion) {
+			t.Errorf("User-Agent %q, want it to end in /%s", ua, testVersion)
+		}
 	}
 }
 
