@@ -29,7 +29,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 const usage = `lr-relay relays Microsoft Defender for Endpoint live response results from NATS JetStream.
 
 Usage:
-  lr-relay run                         relay events (configuration from LR_* variables, below)
+  lr-relay run                         relay events (configuration from LR_* variables, below);
+                                       every setting is checked before NATS is dialled
   lr-relay demo [--json] [--serve]     the whole pipeline on an embedded JetStream and the built-in
                                        Defender API simulator; exits 0 when everything was relayed;
                                        --serve keeps it running to explore (natscli, deadletters)
@@ -44,7 +45,7 @@ Usage:
   lr-relay deadletters replay [--reason R] [--since T] [--dry-run] [--rate N]
                                        republish the payloads to LR_SOURCE_SUBJECT (N per second),
                                        deleting each record once its payload has a PubAck
-  lr-relay version
+  lr-relay version                     print the version (set at build time with -ldflags -X)
   lr-relay --help
 
 Environment (every setting; default after the name):
@@ -75,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, app.Version)
 		return exitOK
 	case "run":
-		return runRelay(stderr)
+		return runRelay(args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
 	case "simulate":
@@ -129,25 +130,57 @@ func newLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
 
-func loadConfig(stderr io.Writer) (config.Config, bool) {
+// loadConfig loads and validates the configuration, printing every problem at once. The warnings (unknown
+// LR_ variables, budgets above Microsoft's limits) are returned for the caller to log.
+func loadConfig(stderr io.Writer) (config.Config, []string, bool) {
 	cfg, err := config.Load()
 	if err == nil {
 		err = cfg.Validate()
 	}
+	warnings := append(config.UnknownVariables(os.Environ()), cfg.Warnings()...)
 	if err != nil {
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "lr-relay: warning: %s\n", w)
+		}
 		fmt.Fprintf(stderr, "lr-relay: configuration:\n  %s\n(lr-relay --help lists every variable)\n",
 			strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		return cfg, false
+		return cfg, warnings, false
 	}
-	return cfg, true
+	return cfg, warnings, true
 }
 
-func runRelay(stderr io.Writer) int {
-	cfg, ok := loadConfig(stderr)
+// printWarnings writes the configuration warnings for the commands whose output is for people.
+func printWarnings(w io.Writer, warnings []string) {
+	for _, s := range warnings {
+		fmt.Fprintf(w, "lr-relay: warning: %s\n", s)
+	}
+}
+
+func runRelay(args []string, stdout, stderr io.Writer) int {
+	for _, a := range args {
+		switch a {
+		case "-h", "--help", "-help", "help":
+			printUsage(stdout)
+			return exitOK
+		default:
+			fmt.Fprintf(stderr, "lr-relay run: unexpected argument %q (configuration is LR_ variables only; lr-relay run --help lists them)\n", a)
+			return exitUsage
+		}
+	}
+	cfg, warnings, ok := loadConfig(stderr)
+	if ok {
+		if err := cfg.RequireTenant(); err != nil {
+			fmt.Fprintf(stderr, "lr-relay: configuration:\n  %v\n", err)
+			ok = false
+		}
+	}
 	if !ok {
 		return exitUsage
 	}
 	log := newLogger(cfg, stderr)
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
 	ctx, cancel := signalContext(log)
 	defer cancel()
 	a, err := app.New(app.Options{Config: cfg, Logger: log, Registry: app.NewRegistry()})
@@ -172,10 +205,11 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	cfg, ok := loadConfig(stderr)
+	cfg, warnings, ok := loadConfig(stderr)
 	if !ok {
 		return exitUsage
 	}
+	printWarnings(stderr, warnings)
 	if os.Getenv("LR_LOG_LEVEL") == "" {
 		cfg.LogLevel = "error"
 	}
@@ -229,10 +263,11 @@ func runFetch(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fetch: --action is required")
 		return exitUsage
 	}
-	cfg, ok := loadConfig(stderr)
+	cfg, warnings, ok := loadConfig(stderr)
 	if !ok {
 		return exitUsage
 	}
+	printWarnings(stderr, warnings)
 	log := newLogger(cfg, stderr)
 	ctx, cancel := signalContext(log)
 	defer cancel()
@@ -292,10 +327,11 @@ func runDeadLetters(args []string, stdout, stderr io.Writer) int {
 		}
 		filter = deadletters.Filter{Reason: *reason, Since: t}
 	}
-	cfg, ok := loadConfig(stderr)
+	cfg, warnings, ok := loadConfig(stderr)
 	if !ok {
 		return exitUsage
 	}
+	printWarnings(stderr, warnings)
 	ctx, cancel := signalContext(newLogger(cfg, stderr))
 	defer cancel()
 	nc, js, err := deadletters.Connect(cfg)

@@ -109,9 +109,12 @@ type Config struct {
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json" desc:"json, or console for people."`
 }
 
-// Load reads the configuration from the environment.
+// Load reads the configuration from the environment. Every value that does not parse is reported at once.
 func Load() (Config, error) {
 	var c Config
+	if err := checkValues(os.LookupEnv); err != nil {
+		return c, err
+	}
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return c, fmt.Errorf("reading LR_ environment: %w", err)
 	}
@@ -179,6 +182,9 @@ func (c Config) Validate() error {
 		}
 	}
 	c.validateBounds(bad)
+	errs = append(errs, c.validateRateLimits()...)
+	errs = append(errs, c.validateCloud()...)
+	errs = append(errs, c.validateTenantsFile()...)
 	if c.ShutdownTimeout <= 0 {
 		bad("SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
 	}
