@@ -49,8 +49,12 @@ type Config struct {
 	ActionRateLimits string        `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
 	QuotaShared      bool          `envconfig:"QUOTA_SHARED" default:"true" desc:"Share the call budget between replicas through a JetStream KV bucket."`
 	QuotaBucket      string        `envconfig:"QUOTA_BUCKET" default:"lr-quota" desc:"KV bucket of the shared call budget."`
-	QuotaReplicas    int           `envconfig:"QUOTA_REPLICAS" default:"3" desc:"Replicas expected; while the KV is unreachable each takes 1/N of every window."`
-	QuotaSkewMargin  time.Duration `envconfig:"QUOTA_SKEW_MARGIN" default:"250ms" desc:"Clock skew and latency margin added to every window."`
+	// Quota (h6): QuotaProcesses is how many processes share the budget (not LR_STREAM_REPLICAS, the KV replicas);
+	// QuotaMargin is the one margin of the limiters. Checked in quota.go.
+	QuotaProcesses     int           `envconfig:"QUOTA_REPLICAS" default:"3" desc:"Processes expected to share the budget; while the KV is unreachable each takes 1/N of every window."`
+	QuotaMargin        time.Duration `envconfig:"QUOTA_SKEW_MARGIN" default:"250ms" desc:"Clock skew and latency margin added to every window."`
+	QuotaOpTimeout     time.Duration `envconfig:"QUOTA_OP_TIMEOUT" default:"2s" desc:"Timeout of one request to the shared quota bucket; a slower answer counts as the bucket being unreachable."`
+	QuotaProbeInterval time.Duration `envconfig:"QUOTA_PROBE_INTERVAL" default:"5s" desc:"How often a process using its fallback share tries the shared quota bucket again."`
 
 	DownloadAllowHTTP    bool          `envconfig:"DOWNLOAD_ALLOW_HTTP" default:"false" desc:"Allow plain-http result links (tests and the demo only)."`
 	DownloadAllowedHosts []string      `envconfig:"DOWNLOAD_ALLOWED_HOSTS" default:".blob.core.windows.net,.blob.core.usgovcloudapi.net" desc:"Hosts result links may point to: .suffix, or a literal host, host:port or IP."`
@@ -192,12 +196,7 @@ func (c Config) Validate() error {
 	if c.TenantDeferDelay <= 0 {
 		bad("TENANT_DEFER_DELAY", "must be positive, got %s", c.TenantDeferDelay)
 	}
-	if c.QuotaReplicas < 1 {
-		bad("QUOTA_REPLICAS", "must be at least 1, got %d", c.QuotaReplicas)
-	}
-	if c.QuotaSkewMargin < 0 {
-		bad("QUOTA_SKEW_MARGIN", "must not be negative, got %s", c.QuotaSkewMargin)
-	}
+	errs = append(errs, c.validateQuota()...)
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

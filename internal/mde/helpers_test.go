@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/lr-relay/lr-relay/internal/quota"
 )
 
 const (
@@ -26,30 +28,30 @@ const (
 // fakeLimiter records what the client asks of its limiter; it never blocks, so throttle retries run at once.
 type fakeLimiter struct {
 	mu      sync.Mutex
-	waits   []string
+	waits   []string // key.String() of each Wait
 	pauses  []pauseCall
 	waitErr error
 }
 
 type pauseCall struct {
-	key   string
+	key   string // key.String()
 	until time.Time
 }
 
-func (l *fakeLimiter) Wait(ctx context.Context, key string) error {
+func (l *fakeLimiter) Wait(ctx context.Context, key quota.Key) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.waits = append(l.waits, key)
+	l.waits = append(l.waits, key.String())
 	if l.waitErr != nil {
 		return l.waitErr
 	}
 	return ctx.Err()
 }
 
-func (l *fakeLimiter) Pause(key string, until time.Time) {
+func (l *fakeLimiter) Pause(key quota.Key, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pauses = append(l.pauses, pauseCall{key, until})
+	l.pauses = append(l.pauses, pauseCall{key.String(), until})
 }
 
 func (l *fakeLimiter) snapshot() ([]string, []pauseCall) {
@@ -93,6 +95,9 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// both returns l as the limiter of every operation.
+func (l *fakeLimiter) both() Limiters { return Limiters{Links: l, Actions: l} }
 
 // harness is one httptest server playing both the token endpoint and the API, plus a client pointed at it.
 type harness struct {
@@ -159,7 +164,7 @@ func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
 		mutate(&cfg)
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
-	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{WithClock(h.clock.Now)}, opts...)...)
+	c, err := New(cfg, h.srv.Client(), h.lim.both(), log, append([]Option{WithClock(h.clock.Now)}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -3,7 +3,6 @@ package quota
 import (
 	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -11,7 +10,7 @@ import (
 )
 
 // metrics holds the collectors shared by Local and Shared. All labels come
-// from the key ("<tenant>/<endpoint>") and the configured windows, never from
+// from the Key and the configured windows, never from
 // request ids.
 type metrics struct {
 	granted  *prometheus.CounterVec
@@ -77,26 +76,17 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// splitKey turns "<tenant>/<endpoint>" into metric labels.
-func splitKey(key string) (tenant, endpoint string) {
-	tenant, endpoint, _ = strings.Cut(key, "/")
-	return tenant, endpoint
+func (m *metrics) observeGrant(key Key, waited time.Duration) {
+	m.granted.WithLabelValues(key.Tenant, key.Endpoint).Inc()
+	m.wait.WithLabelValues(key.Tenant, key.Endpoint).Observe(waited.Seconds())
 }
 
-func (m *metrics) observeGrant(key string, waited time.Duration) {
-	t, e := splitKey(key)
-	m.granted.WithLabelValues(t, e).Inc()
-	m.wait.WithLabelValues(t, e).Observe(waited.Seconds())
+func (m *metrics) observeDiscard(key Key) {
+	m.discard.WithLabelValues(key.Tenant, key.Endpoint).Inc()
 }
 
-func (m *metrics) observeDiscard(key string) {
-	t, e := splitKey(key)
-	m.discard.WithLabelValues(t, e).Inc()
-}
-
-func (m *metrics) observePause(key string) {
-	t, e := splitKey(key)
-	m.paused.WithLabelValues(t, e).Inc()
+func (m *metrics) observePause(key Key) {
+	m.paused.WithLabelValues(key.Tenant, key.Endpoint).Inc()
 }
 
 // utilisationCollector reports, at scrape time, the share of each window's
@@ -113,7 +103,7 @@ type utilisationCollector struct {
 }
 
 type utilisation struct {
-	key    string
+	key    Key
 	window Window
 	ratio  float64
 }
@@ -149,7 +139,7 @@ func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
 	seen := map[[3]string]bool{}
 	for _, snapshot := range snapshots {
 		for _, u := range snapshot() {
-			t, e := splitKey(u.key)
+			t, e := u.key.Tenant, u.key.Endpoint
 			id := [3]string{t, e, u.window.String()}
 			if seen[id] {
 				continue

@@ -112,10 +112,8 @@ func mergeTimes(a, b []time.Time) []time.Time {
 // '-', '_' and '/' pass through; every other byte (and '=' itself, and '.',
 // which KV treats as a token separator) becomes "=XX" in hex. The mapping is
 // one-to-one, so two keys never share a budget by accident.
-func kvKey(key string) string {
-	if key == "" {
-		return "="
-	}
+func kvKey(k Key) string {
+	key := k.String()
 	var b strings.Builder
 	for i := 0; i < len(key); i++ {
 		c := key[i]
