@@ -45,10 +45,10 @@ type Config struct {
 	MDEClientSecretFile string        `envconfig:"MDE_CLIENT_SECRET_FILE" desc:"File holding the client secret."`
 	MDERequestTimeout   time.Duration `envconfig:"MDE_REQUEST_TIMEOUT" default:"30s" desc:"Timeout of one Defender API request."`
 
-	RateLimits       string        `envconfig:"RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GetLiveResponseResultDownloadLink calls, per tenant."`
-	ActionRateLimits string        `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
-	QuotaShared      bool          `envconfig:"QUOTA_SHARED" default:"true" desc:"Share the call budget between replicas through a JetStream KV bucket."`
-	QuotaBucket      string        `envconfig:"QUOTA_BUCKET" default:"lr-quota" desc:"KV bucket of the shared call budget."`
+	RateLimits       string `envconfig:"RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GetLiveResponseResultDownloadLink calls, per tenant."`
+	ActionRateLimits string `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
+	QuotaShared      bool   `envconfig:"QUOTA_SHARED" default:"true" desc:"Share the call budget between replicas through a JetStream KV bucket."`
+	QuotaBucket      string `envconfig:"QUOTA_BUCKET" default:"lr-quota" desc:"KV bucket of the shared call budget."`
 	// Quota (h6): QuotaProcesses is how many processes share the budget (not LR_STREAM_REPLICAS, the KV replicas);
 	// QuotaMargin is the one margin of the limiters. Checked in quota.go.
 	QuotaProcesses     int           `envconfig:"QUOTA_REPLICAS" default:"3" desc:"Processes expected to share the budget; while the KV is unreachable each takes 1/N of every window."`

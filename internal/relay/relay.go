@@ -237,7 +237,7 @@ func (r *Relay) peek(payload []byte) (*Tenant, int) {
 		return nil, 0
 	}
 	var probe struct {
-		TenantID string `json:"tenantId"`
+		TenantID string            `json:"tenantId"`
 		Commands *[]action.Command `json:"commands"`
 	}
 	if json.Unmarshal(payload, &probe) != nil {
