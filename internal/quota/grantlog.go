@@ -97,6 +97,17 @@ func longestWindow(ws []Window) time.Duration {
 	return d
 }
 
+// minLimit returns the smallest Limit among ws.
+func minLimit(ws []Window) int {
+	n := 0
+	for i, w := range ws {
+		if i == 0 || w.Limit < n {
+			n = w.Limit
+		}
+	}
+	return n
+}
+
 // usableWindows drops windows that cannot be enforced, so that a bad
 // configuration never panics or blocks forever; ValidateWindows is where such
 // a configuration is rejected with a reason.

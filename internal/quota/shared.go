@@ -106,6 +106,7 @@ type Shared struct {
 	opts      options
 	metrics   *metrics
 	queue     *fifo
+	minLimit  int // the smallest window's limit
 
 	mu        sync.Mutex
 	degraded  bool
@@ -176,6 +177,7 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 		opts:      o,
 		metrics:   m,
 		queue:     newFIFO(),
+		minLimit:  minLimit(cfg.Windows),
 		keys:      make(map[Key]*sharedKey),
 	}
 	if o.registerer != nil {
@@ -322,6 +324,13 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	st, rev := ks.seen, ks.rev
 	pending := slices.Clone(ks.unsynced)
 	s.mu.Unlock()
+	// The state last seen is written on top of directly while it leaves plenty of room (a quarter of every
+	// window). Near a window's edge, where replicas contend for the last slots, the entry is read first, as a
+	// cached state would mostly lose the compare-and-swap there; the read's round trip also stays between the
+	// moment a slot frees and its grant, as a little slack on top of the margin.
+	if rev != 0 && 4*room(st.log, s.windows, s.widen, st.pausedUntil, s.opts.clock.Now()) < s.minLimit {
+		rev = 0
+	}
 	if rev == 0 {
 		st = sharedState{}
 		entry, err := s.kv.Get(opCtx, k)
