@@ -51,6 +51,7 @@ func benchRelayVsBaseline(b *testing.B, n int) {
 	extra["LR_RATE_LIMITS"] = benchUnlimited
 	extra["LR_ACTION_RATE_LIMITS"] = benchUnlimited
 	extra["LR_QUOTA_SHARED"] = "true"
+	extra["LR_QUOTA_SKEW_MARGIN"] = "250ms" // the default: the harness's 0s would turn leases off
 	extra["LR_ACK_WAIT"] = "30s"
 	cfg := e.config(b, extra)
 	e.startRelay(b, cfg, func(o *app.Options) { o.Logger = zerolog.New(e.logs).Level(zerolog.InfoLevel) })

@@ -97,6 +97,20 @@ func longestWindow(ws []Window) time.Duration {
 	return d
 }
 
+// removeStamps returns log without n of its grants stamped at, in a new slice
+// (log may be shared).
+func removeStamps(log []time.Time, at time.Time, n int) []time.Time {
+	out := make([]time.Time, 0, len(log))
+	for _, g := range log {
+		if n > 0 && g.Equal(at) {
+			n--
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
 // minLimit returns the smallest Limit among ws.
 func minLimit(ws []Window) int {
 	n := 0

@@ -98,3 +98,45 @@ func TestSharedLeaseAndNextFree(t *testing.T) {
 		t.Errorf("idle key: NextFree = %v, want now", at)
 	}
 }
+
+// TestSharedLeaseAheadReleased checks that grants taken ahead for callers that
+// did not come are removed from the store by the next write, so an idle
+// process does not sit on its tenant's budget.
+func TestSharedLeaseAheadReleased(t *testing.T) {
+	srv := startServer(t, t.TempDir(), 0)
+	clock := NewFakeClock(time.Now())
+	s, err := NewShared(t.Context(), connect(t, srv), testConfig("ahead", []Window{{10, time.Minute}}, 1),
+		WithClock(clock), WithMargin(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := Key{"t", EndpointLinks}
+	stored := func() int {
+		entry, err := s.kv.Get(t.Context(), kvKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := decodeState(entry.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(st.log)
+	}
+	if err := s.Wait(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	if got := stored(); got != maxLeaseAhead {
+		t.Fatalf("store holds %d grants after one call with the window free, want %d (one used, the rest leased)", got, maxLeaseAhead)
+	}
+	if err := s.Wait(t.Context(), key); err != nil { // within the lease: no write
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second) // the lease expires with 6 grants unused
+	if err := s.Wait(t.Context(), key); err != nil {
+		t.Fatal(err)
+	}
+	// 2 used and 6 removed; with 8 of 10 free the new write takes maxLeaseAhead again.
+	if got := stored(); got != 2+min(maxLeaseAhead, 8) {
+		t.Errorf("store holds %d grants, want %d: the 2 used and the new write's %d", got, 2+min(maxLeaseAhead, 8), min(maxLeaseAhead, 8))
+	}
+}

@@ -15,6 +15,8 @@ type options struct {
 	registerer prometheus.Registerer
 	logger     zerolog.Logger
 	margin     time.Duration
+	// noLeaseAhead, for tests of single grants, turns off Shared's grants for callers not yet queued.
+	noLeaseAhead bool
 	// onGrant, for tests, sees every grant with the exact time recorded.
 	onGrant func(key Key, at time.Time)
 }

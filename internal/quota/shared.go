@@ -120,11 +120,12 @@ type Shared struct {
 
 // sharedKey is what a Shared limiter knows of one key; guarded by Shared.mu.
 type sharedKey struct {
-	seen     sharedState // the last state read from or written to the store
-	rev      uint64      // its revision; 0 when it must be read first
-	unsynced []time.Time // fallback grants not yet in the store
-	leased   int         // grants recorded in the store and not yet used
-	leaseEnd time.Time   // after this, unused leased grants are dropped
+	seen       sharedState // the last state read from or written to the store
+	rev        uint64      // its revision; 0 when it must be read first
+	unsynced   []time.Time // fallback grants not yet in the store
+	leased     int         // grants recorded in the store and not yet used
+	leaseStamp time.Time   // their stamp
+	leaseEnd   time.Time   // after this they are not used, and the next write removes them
 }
 
 // NewShared binds (or, with cfg.Provision, creates) the bucket and returns a
@@ -276,6 +277,11 @@ func (s *Shared) NextFree(key Key, n int) time.Time {
 	return at
 }
 
+// maxLeaseAhead bounds the grants one write takes for callers not yet queued
+// (while half of every window is free): enough to spare most round trips of a
+// busy process, few enough that the entry stays small.
+const maxLeaseAhead = 8
+
 // errConflict means the compare-and-swap lost to another writer.
 var errConflict = errors.New("quota: concurrent update")
 
@@ -302,8 +308,7 @@ func (s *Shared) takeLease(key Key) bool {
 		return false
 	}
 	if s.opts.clock.Now().After(ks.leaseEnd) {
-		ks.leased = 0 // the slots stay recorded and unused: the careful side
-		return false
+		return false // the next write removes them
 	}
 	ks.leased--
 	return true
@@ -323,6 +328,9 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	ks := s.keyLocked(key)
 	st, rev := ks.seen, ks.rev
 	pending := slices.Clone(ks.unsynced)
+	// Leased grants that expired unused (Wait takes a lease before it tries, so any left now are expired) are
+	// removed from the log by this write: no call was made on them, so the slots are free again.
+	unused, unusedStamp := ks.leased, ks.leaseStamp
 	s.mu.Unlock()
 	// The state last seen is written on top of directly while it leaves plenty of room (a quarter of every
 	// window). Near a window's edge, where replicas contend for the last slots, the entry is read first, as a
@@ -351,6 +359,9 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 
 	now := s.opts.clock.Now()
 	st.log = pruneBefore(mergeTimes(st.log, pending), now.Add(-s.keep))
+	if unused > 0 {
+		st.log = removeStamps(st.log, unusedStamp, unused)
+	}
 	s.remember(key, st, rev)
 
 	at = nextAllowed(st.log, s.windows, s.widen, st.pausedUntil, now)
@@ -362,10 +373,17 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	}
 	// One write grants this caller and, when a margin covers a short delay,
 	// the callers queued behind it in this process, as far as the windows
-	// allow now.
+	// allow now; while half of every window is free, up to maxLeaseAhead
+	// grants for callers still to come. What is not used in time is removed
+	// by the next write.
 	n := 1
 	if s.widen > 0 {
-		n = max(min(room(st.log, s.windows, s.widen, st.pausedUntil, now), s.queue.waiting(key)), 1)
+		r := room(st.log, s.windows, s.widen, st.pausedUntil, now)
+		want := s.queue.waiting(key)
+		if 2*r >= s.minLimit && !s.opts.noLeaseAhead {
+			want = max(want, maxLeaseAhead)
+		}
+		n = max(min(r, want), 1)
 	}
 	// Keep the log ascending even when another replica's clock is ahead of
 	// ours: stamping our grant no earlier than the last one only makes later
@@ -418,8 +436,9 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	ks.unsynced = slices.DeleteFunc(ks.unsynced, func(g time.Time) bool {
 		return slices.ContainsFunc(pending, g.Equal)
 	})
+	ks.leased, ks.leaseStamp, ks.leaseEnd = 0, time.Time{}, time.Time{}
 	if n > 1 && !late {
-		ks.leased, ks.leaseEnd = n-1, stamp.Add(floor+s.widen/2)
+		ks.leased, ks.leaseStamp, ks.leaseEnd = n-1, stamp, stamp.Add(floor+s.widen/2)
 	}
 	s.mu.Unlock()
 	if late {

@@ -58,6 +58,7 @@ type slowWrites struct {
 
 func (w *slowWrites) option() Option {
 	return func(o *options) {
+		o.noLeaseAhead = true // one write per grant, so that the delays line up with the calls
 		o.onGrant = func(_ Key, at time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
