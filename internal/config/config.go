@@ -78,9 +78,9 @@ type Config struct {
 
 	TenantsFile      string        `envconfig:"TENANTS_FILE" desc:"YAML or JSON file of tenants (credentials and limits); the LR_MDE_* tenant stays the default."`
 	TenantMaxWorkers int           `envconfig:"TENANT_MAX_WORKERS" default:"0" desc:"Workers one tenant may hold at once; 0 means half of LR_WORKERS when several tenants are configured, no cap otherwise."`
-	TenantParked     int           `envconfig:"TENANT_PARKED" default:"0" desc:"Events per tenant held back in this process while the tenant is at its cap; 0 means LR_WORKERS."`
-	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered (deferrals do not count toward LR_MAX_DELIVER)."`
-	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant cap."`
+	TenantParked     int           `envconfig:"TENANT_PARKED" default:"0" desc:"Events per tenant held back in this process while the tenant is at its cap or has no call budget now; 0 means LR_WORKERS."`
+	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered; one deferred for budget comes back when the budget frees (deferrals do not count toward LR_MAX_DELIVER)."`
+	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant gate (cap or budget)."`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":9090" desc:"Address of /metrics, /-/healthy and /-/ready (empty disables)."`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
