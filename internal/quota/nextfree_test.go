@@ -140,3 +140,37 @@ func TestSharedLeaseAheadReleased(t *testing.T) {
 		t.Errorf("store holds %d grants, want %d: the 2 used and the new write's %d", got, 2+min(maxLeaseAhead, 8), min(maxLeaseAhead, 8))
 	}
 }
+
+// TestSharedNextFreeSeesOtherReplicas checks that a replica's estimate follows
+// the grants of another replica without any call of its own (the bucket watch).
+func TestSharedNextFreeSeesOtherReplicas(t *testing.T) {
+	srv := startServer(t, t.TempDir(), 0)
+	cfg := testConfig("watch", []Window{{5, time.Minute}}, 2)
+	a, err := NewShared(t.Context(), connect(t, srv), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewShared(t.Context(), connect(t, srv), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := Key{"t-1", EndpointLinks}
+	if at := b.NextFree(key, 1); !at.IsZero() {
+		t.Fatalf("before any call: NextFree = %v, want now", at)
+	}
+	for range 5 {
+		if err := a.Wait(t.Context(), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for b.NextFree(key, 1).IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("replica b still estimates the window free 10s after replica a filled it")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if at := b.NextFree(key, 1); at.Before(time.Now().Add(50 * time.Second)) {
+		t.Errorf("replica b's estimate %v, want about a minute from now", at)
+	}
+}

@@ -184,7 +184,56 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 	if o.registerer != nil {
 		registerUtilisation(o.registerer, o.clock, s.utilisation)
 	}
+	s.watch(ctx)
 	return s, nil
+}
+
+// watch follows every write to the bucket until ctx ends, so that the state kept per key (NextFree's estimate
+// and the state written on top of) includes the other replicas' grants without a read. One watch per limiter,
+// nothing per key. Without it (the watch could not start) the limiter only reads less up to date.
+func (s *Shared) watch(ctx context.Context) {
+	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		s.opts.logger.Warn().Err(err).Msg("quota: not following the shared bucket; estimates see other replicas' grants later")
+		return
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				key, ok := parseKVKey(e.Key())
+				if !ok {
+					continue
+				}
+				st, err := decodeState(e.Value())
+				if err != nil {
+					continue
+				}
+				s.observe(key, st, e.Revision())
+			}
+		}
+	}()
+}
+
+// observe keeps a state seen in the bucket if it is newer than the one kept.
+func (s *Shared) observe(key Key, st sharedState, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ks := s.keyLocked(key)
+	if rev <= ks.rev {
+		return
+	}
+	st.log = pruneBefore(st.log, s.opts.clock.Now().Add(-s.keep))
+	ks.seen, ks.rev = st, rev
 }
 
 // Degraded reports whether the store is unreachable and Wait is using the
@@ -432,7 +481,9 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	late := mayDiscard && s.widen > 0 && took-floor > s.widen/2
 	s.mu.Lock()
 	ks = s.keyLocked(key)
-	ks.seen, ks.rev = st, newRev
+	if newRev > ks.rev {
+		ks.seen, ks.rev = st, newRev
+	}
 	ks.unsynced = slices.DeleteFunc(ks.unsynced, func(g time.Time) bool {
 		return slices.ContainsFunc(pending, g.Equal)
 	})
@@ -457,6 +508,9 @@ func (s *Shared) remember(key Key, st sharedState, rev uint64) {
 		s.sweepLocked(now)
 	}
 	ks := s.keyLocked(key)
+	if rev < ks.rev {
+		return // the watch brought a newer state meanwhile
+	}
 	ks.seen, ks.rev = st, rev
 }
 

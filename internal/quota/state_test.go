@@ -92,6 +92,9 @@ func TestKVKey(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("kvKey(%q) = %q, want %q", tt.in, got, tt.want)
 			}
+			if back, ok := parseKVKey(got); !ok || back != tt.in {
+				t.Errorf("parseKVKey(%q) = %v, %v; want %v", got, back, ok, tt.in)
+			}
 			if strings.Trim(got, "-/_=abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
 				t.Errorf("kvKey(%q) = %q holds a byte KV keys do not allow", tt.in, got)
 			}
