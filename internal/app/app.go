@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +67,8 @@ type App struct {
 	violation  string
 	violations map[string]struct{}
 
-	ops *opsMetrics
+	ops      *opsMetrics
+	limiters map[string]budget // by windows; built by tenants (one goroutine), see limiterFor
 }
 
 // New checks the configuration; it does not touch the network.
@@ -152,6 +152,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.mu.Lock()
 		a.degraded = nil // a failed attempt may have left the limiters it had built
 		a.mu.Unlock()
+		a.limiters = nil
 		router, tenants, err = a.tenants(ctx, js)
 		return err
 	}); err != nil {
@@ -454,23 +455,24 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	var def *relay.Tenant
 	clients := make([]*mde.Client, 0, len(specs))
 	for _, s := range specs {
-		limiter, err := a.limiter(ctx, js, s)
+		limiters, links, err := a.limitersOf(ctx, js, s)
 		if err != nil {
 			return nil, 0, err
 		}
-		quota.InitMetrics(a.o.Registry, s.Name+"/links", s.Name+"/actions")
+		quota.InitMetrics(a.o.Registry, quota.Key{Tenant: s.Name, Endpoint: quota.EndpointLinks}, quota.Key{Tenant: s.Name, Endpoint: quota.EndpointActions})
 		mc, err := s.MDEConfig(userAgent())
 		if err != nil {
 			return nil, 0, err
 		}
 		mc.RequestTimeout = a.cfg.MDERequestTimeout
-		client, err := mde.New(mc, httpClient, limiter, a.log, // mde adds component and tenant
+		client, err := mde.New(mc, httpClient, limiters, a.log, // mde adds component and tenant
 			mde.WithRegisterer(a.o.Registry))
 		if err != nil {
 			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)
 		}
 		clients = append(clients, client)
-		t := &relay.Tenant{Name: s.Name, ID: s.TenantID, API: client}
+		key := quota.Key{Tenant: s.Name, Endpoint: quota.EndpointLinks}
+		t := &relay.Tenant{Name: s.Name, ID: s.TenantID, API: client, NextCall: func(n int) time.Time { return links.NextFree(key, n) }}
 		byID[s.TenantID] = t
 		if s.Name == tenant.DefaultName {
 			def = t
@@ -493,9 +495,10 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	return rt.Route, len(specs), nil
 }
 
-// limiter returns the call budget of one tenant: one limiter per endpoint, because each endpoint has its own
-// windows. Shared (KV) limiters make the budget a property of the whole deployment.
-func (a *App) limiter(ctx context.Context, js jetstream.JetStream, s tenant.Spec) (mde.Limiter, error) {
+// limitersOf returns the call budget of one tenant: one limiter per endpoint, because each endpoint has its own
+// windows, and the links limiter (the relay looks at it to set aside events whose tenant has no budget now).
+// Shared (KV) limiters make the budget a property of the whole deployment.
+func (a *App) limitersOf(ctx context.Context, js jetstream.JetStream, s tenant.Spec) (mde.Limiters, budget, error) {
 	links, actions := a.cfg.RateLimits, a.cfg.ActionRateLimits
 	if s.RateLimits != "" {
 		links = s.RateLimits
@@ -505,40 +508,22 @@ func (a *App) limiter(ctx context.Context, js jetstream.JetStream, s tenant.Spec
 	}
 	lw, err := quota.ParseWindows(links)
 	if err != nil {
-		return nil, fmt.Errorf("tenant %q: LR_RATE_LIMITS: %w", s.Name, err)
+		return mde.Limiters{}, nil, fmt.Errorf("tenant %q: LR_RATE_LIMITS: %w", s.Name, err)
 	}
 	aw, err := quota.ParseWindows(actions)
 	if err != nil {
-		return nil, fmt.Errorf("tenant %q: LR_ACTION_RATE_LIMITS: %w", s.Name, err)
+		return mde.Limiters{}, nil, fmt.Errorf("tenant %q: LR_ACTION_RATE_LIMITS: %w", s.Name, err)
 	}
-	mk := func(ws []quota.Window) (mde.Limiter, error) {
-		return a.newLimiter(ctx, js, ws)
-	}
-	ll, err := mk(lw)
+	ll, err := a.limiterFor(ctx, js, lw)
 	if err != nil {
-		return nil, err
+		return mde.Limiters{}, nil, err
 	}
-	al, err := mk(aw)
+	al, err := a.limiterFor(ctx, js, aw)
 	if err != nil {
-		return nil, err
+		return mde.Limiters{}, nil, err
 	}
-	return endpointLimiter{links: ll, actions: al}, nil
+	return mde.Limiters{Links: ll, Actions: al}, ll, nil
 }
-
-// endpointLimiter sends "<tenant>/links" keys to one limiter and every other key to the other.
-type endpointLimiter struct{ links, actions mde.Limiter }
-
-func (e endpointLimiter) pick(key string) mde.Limiter {
-	if strings.HasSuffix(key, "/links") {
-		return e.links
-	}
-	return e.actions
-}
-
-func (e endpointLimiter) Wait(ctx context.Context, key string) error {
-	return e.pick(key).Wait(ctx, key)
-}
-func (e endpointLimiter) Pause(key string, until time.Time) { e.pick(key).Pause(key, until) }
 
 // Ready reports whether the process is connected and bound to its consumer. The detail adds one line per
 // tenant whose authentication is not ok (no token yet, or credentials rejected).

@@ -59,12 +59,16 @@ type Config struct {
 	MDEClientCertFile         string `envconfig:"MDE_CLIENT_CERT_FILE" desc:"Certificate with its private key (PEM, or PFX) for LR_MDE_AUTH=certificate; re-read when it changes."`
 	MDEClientCertPasswordFile string `envconfig:"MDE_CLIENT_CERT_PASSWORD_FILE" desc:"File holding the password of an encrypted PFX in LR_MDE_CLIENT_CERT_FILE."`
 
-	RateLimits       string        `envconfig:"RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GetLiveResponseResultDownloadLink calls, per tenant."`
-	ActionRateLimits string        `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
-	QuotaShared      bool          `envconfig:"QUOTA_SHARED" default:"true" desc:"Share the call budget between replicas through a JetStream KV bucket."`
-	QuotaBucket      string        `envconfig:"QUOTA_BUCKET" default:"lr-quota" desc:"KV bucket of the shared call budget."`
-	QuotaReplicas    int           `envconfig:"QUOTA_REPLICAS" default:"3" desc:"Replicas expected; while the KV is unreachable each takes 1/N of every window."`
-	QuotaSkewMargin  time.Duration `envconfig:"QUOTA_SKEW_MARGIN" default:"250ms" desc:"Clock skew and latency margin added to every window."`
+	RateLimits       string `envconfig:"RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GetLiveResponseResultDownloadLink calls, per tenant."`
+	ActionRateLimits string `envconfig:"ACTION_RATE_LIMITS" default:"100/1m,1500/1h" desc:"Sliding windows of GET machineactions/{id} calls, per tenant."`
+	QuotaShared      bool   `envconfig:"QUOTA_SHARED" default:"true" desc:"Share the call budget between replicas through a JetStream KV bucket."`
+	QuotaBucket      string `envconfig:"QUOTA_BUCKET" default:"lr-quota" desc:"KV bucket of the shared call budget."`
+	// Quota (h6): QuotaProcesses is how many processes share the budget (not LR_STREAM_REPLICAS, the KV replicas);
+	// QuotaMargin is the one margin of the limiters. Checked in quota.go.
+	QuotaProcesses     int           `envconfig:"QUOTA_REPLICAS" default:"3" desc:"Processes expected to share the budget; while the KV is unreachable each takes 1/N of every window."`
+	QuotaMargin        time.Duration `envconfig:"QUOTA_SKEW_MARGIN" default:"250ms" desc:"Clock skew and latency margin added to every window."`
+	QuotaOpTimeout     time.Duration `envconfig:"QUOTA_OP_TIMEOUT" default:"2s" desc:"Timeout of one request to the shared quota bucket; a slower answer counts as the bucket being unreachable."`
+	QuotaProbeInterval time.Duration `envconfig:"QUOTA_PROBE_INTERVAL" default:"5s" desc:"How often a process using its fallback share tries the shared quota bucket again."`
 
 	DownloadAllowHTTP    bool          `envconfig:"DOWNLOAD_ALLOW_HTTP" default:"false" desc:"Allow plain-http result links (tests and the demo only)."`
 	DownloadAllowedHosts []string      `envconfig:"DOWNLOAD_ALLOWED_HOSTS" default:".blob.core.windows.net,.blob.core.usgovcloudapi.net" desc:"Hosts result links may point to: .suffix (port 443 only, unless written .suffix:port), or a literal host, host:port or IP."`
@@ -100,9 +104,9 @@ type Config struct {
 
 	TenantsFile      string        `envconfig:"TENANTS_FILE" desc:"YAML or JSON file of tenants (credentials and limits); the LR_MDE_* tenant stays the default."`
 	TenantMaxWorkers int           `envconfig:"TENANT_MAX_WORKERS" default:"0" desc:"Workers one tenant may hold at once; 0 means half of LR_WORKERS when several tenants are configured, no cap otherwise."`
-	TenantParked     int           `envconfig:"TENANT_PARKED" default:"0" desc:"Events per tenant held back in this process while the tenant is at its cap; 0 means LR_WORKERS."`
-	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered (deferrals do not count toward LR_MAX_DELIVER)."`
-	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant cap."`
+	TenantParked     int           `envconfig:"TENANT_PARKED" default:"0" desc:"Events per tenant held back in this process while the tenant is at its cap or has no call budget now; 0 means LR_WORKERS."`
+	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered; one deferred for budget comes back when the budget frees (deferrals do not count toward LR_MAX_DELIVER)."`
+	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant gate (cap or budget)."`
 
 	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":9090" desc:"Address of /metrics, /-/healthy and /-/ready (empty disables)."`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
@@ -217,12 +221,7 @@ func (c Config) Validate() error {
 	if c.TenantDeferDelay <= 0 {
 		bad("TENANT_DEFER_DELAY", "must be positive, got %s", c.TenantDeferDelay)
 	}
-	if c.QuotaReplicas < 1 {
-		bad("QUOTA_REPLICAS", "must be at least 1, got %d", c.QuotaReplicas)
-	}
-	if c.QuotaSkewMargin < 0 {
-		bad("QUOTA_SKEW_MARGIN", "must not be negative, got %s", c.QuotaSkewMargin)
-	}
+	errs = append(errs, c.validateQuota()...)
 	switch strings.ToLower(c.LogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/quota"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -83,7 +84,7 @@ type Config struct {
 	// FederatedTokenFile is the federated token (AZURE_FEDERATED_TOKEN_FILE) for AuthWorkloadIdentity,
 	// read at every token request.
 	FederatedTokenFile string
-	// Tenant is the tenant's name inside lr-relay; it prefixes the limiter keys and labels metrics and logs.
+	// Tenant is the tenant's name inside lr-relay; it is the Tenant of the limiter keys and labels metrics and logs.
 	// It defaults to "default" for a single-tenant relay.
 	Tenant string
 	// UserAgent is sent with every request; Microsoft asks partners for MdePartner-{Company}-{Product}/{Version}.
@@ -96,13 +97,22 @@ type Config struct {
 	RequestTimeout time.Duration
 }
 
-// Limiter is what the client needs from the rate limiter. Wait blocks until key may make one call (and
-// honours any pause); Pause stops every call on key until the given time, because a 429 means the tenant's
-// quota is spent, not just this call's. The client never sleeps by itself: after a 429 it calls Pause and then
-// Wait again, so it is Wait that must block until the pause is over.
+// Limiter is what the client needs from the rate limiter (quota.Local and quota.Shared). Wait blocks until key
+// may make one call (and honours any pause); Pause stops every call on key until the given time, because a 429
+// means the tenant's quota is spent, not just this call's. The client never sleeps by itself: after a 429 it
+// calls Pause and then Wait again, so it is Wait that must block until the pause is over.
 type Limiter interface {
-	Wait(ctx context.Context, key string) error
-	Pause(key string, until time.Time)
+	Wait(ctx context.Context, key quota.Key) error
+	Pause(key quota.Key, until time.Time)
+}
+
+// Limiters holds one limiter per throttled operation, because each has its own windows. One limiter may serve
+// many tenants: the key (tenant, endpoint) selects the budget.
+type Limiters struct {
+	// Links budgets GetLiveResponseResultDownloadLink (LR_RATE_LIMITS).
+	Links Limiter
+	// Actions budgets GET machineactions/{id} (LR_ACTION_RATE_LIMITS).
+	Actions Limiter
 }
 
 // Option adjusts a Client beyond its Config.
@@ -129,25 +139,25 @@ type Client struct {
 	maxThrottle int
 	timeout     time.Duration
 	http        *http.Client
-	limiter     Limiter
+	limiters    Limiters
 	log         zerolog.Logger
 	now         func() time.Time
 	tokens      *tokenCache
 	metrics     *metrics
 }
 
-// op names a call in errors (Name) and metrics (Label).
-type op struct{ Name, Label, keySuffix string }
+// op names a call in errors (Name) and metrics (Label), and the endpoint of its limiter key.
+type op struct{ Name, Label, Endpoint string }
 
 var (
-	opGetAction = op{Name: "get action", Label: "get_action", keySuffix: "/actions"}
-	opGetLink   = op{Name: "get result link", Label: "get_result_link", keySuffix: "/links"}
+	opGetAction = op{Name: "get action", Label: "get_action", Endpoint: quota.EndpointActions}
+	opGetLink   = op{Name: "get result link", Label: "get_result_link", Endpoint: quota.EndpointLinks}
 )
 
 // New checks cfg, reporting every problem at once, and returns a client. httpClient may be nil for a plain
-// client; its own Timeout, if any, applies on top of RequestTimeout. limiter is required: calling Defender
-// without one would meet 429s instead of avoiding them.
-func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logger, opts ...Option) (*Client, error) {
+// client; its own Timeout, if any, applies on top of RequestTimeout. Both limiters are required: calling
+// Defender without one would meet 429s instead of avoiding them.
+func New(cfg Config, httpClient *http.Client, limiters Limiters, log zerolog.Logger, opts ...Option) (*Client, error) {
 	o := options{now: time.Now, jitter: rand.Float64}
 	for _, opt := range opts {
 		opt(&o)
@@ -207,8 +217,8 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 	if cfg.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("mde: RequestTimeout must not be negative, got %s", cfg.RequestTimeout))
 	}
-	if limiter == nil {
-		errs = append(errs, errors.New("mde: a Limiter is required"))
+	if limiters.Links == nil || limiters.Actions == nil {
+		errs = append(errs, errors.New("mde: a Limiter is required for links and for actions"))
 	}
 	if o.now == nil {
 		errs = append(errs, errors.New("mde: WithClock needs a non-nil function"))
@@ -224,7 +234,7 @@ func New(cfg Config, httpClient *http.Client, limiter Limiter, log zerolog.Logge
 		maxThrottle: cfg.MaxThrottleRetries,
 		timeout:     cfg.RequestTimeout,
 		http:        httpClient,
-		limiter:     limiter,
+		limiters:    limiters,
 		now:         o.now,
 	}
 	switch {
@@ -370,7 +380,11 @@ func (c *Client) GetResultLink(ctx context.Context, id string, index int) (strin
 // do performs one API call: wait for the limiter, attach a token, send, and handle 401 (one refresh) and 429
 // (pause the tenant, retry up to maxThrottle times). It returns the body of a 2xx answer.
 func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]byte, error) {
-	key := c.tenant + o.keySuffix
+	key := quota.Key{Tenant: c.tenant, Endpoint: o.Endpoint}
+	limiter := c.limiters.Actions
+	if o.Endpoint == quota.EndpointLinks {
+		limiter = c.limiters.Links
+	}
 	throttled, refreshed := 0, false
 	for {
 		// The token comes first: a token request between the grant and the call would delay the call's
@@ -378,7 +392,7 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 		if _, err := c.tokens.get(ctx); err != nil {
 			return nil, err
 		}
-		if err := c.limiter.Wait(ctx, key); err != nil {
+		if err := limiter.Wait(ctx, key); err != nil {
 			return nil, fmt.Errorf("mde: %s: waiting for rate limiter: %w", o.Name, err)
 		}
 		tok, err := c.tokens.get(ctx)
@@ -404,9 +418,9 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 			}
 		case http.StatusTooManyRequests:
 			until := c.now().Add(apiErr.RetryAfter)
-			c.limiter.Pause(key, until)
+			limiter.Pause(key, until)
 			retry := throttled < c.maxThrottle
-			c.log.Warn().Str("op", o.Label).Str("key", key).Dur("retry_after", apiErr.RetryAfter).
+			c.log.Warn().Str("op", o.Label).Stringer("key", key).Dur("retry_after", apiErr.RetryAfter).
 				Time("paused_until", until).Int("throttled", throttled+1).Bool("retrying", retry).
 				Str("target", apiErr.Target).Msg("mde api throttled the tenant; pausing its calls")
 			if retry {

@@ -22,7 +22,7 @@ import (
 func TestNewValidation(t *testing.T) {
 	lim := &fakeLimiter{}
 	t.Run("reports every problem", func(t *testing.T) {
-		_, err := New(Config{RequestTimeout: -time.Second}, nil, nil, zerolog.Nop())
+		_, err := New(Config{RequestTimeout: -time.Second}, nil, Limiters{}, zerolog.Nop())
 		if err == nil {
 			t.Fatal("New(empty) error = nil, want errors")
 		}
@@ -60,14 +60,14 @@ func TestNewValidation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			tt.mutate(&cfg)
-			_, err := New(cfg, nil, lim, zerolog.Nop())
+			_, err := New(cfg, nil, lim.both(), zerolog.Nop())
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New error = %v, want one mentioning %q", err, tt.want)
 			}
 		})
 	}
 	t.Run("defaults", func(t *testing.T) {
-		c, err := New(base, nil, lim, zerolog.Nop())
+		c, err := New(base, nil, lim.both(), zerolog.Nop())
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -85,7 +85,7 @@ func TestNewValidation(t *testing.T) {
 	t.Run("loopback http allowed", func(t *testing.T) {
 		cfg := base
 		cfg.APIURL, cfg.TokenURL = "http://127.0.0.1:8080", "http://localhost:8081/{tenant}/token"
-		if _, err := New(cfg, nil, lim, zerolog.Nop()); err != nil {
+		if _, err := New(cfg, nil, lim.both(), zerolog.Nop()); err != nil {
 			t.Errorf("New: %v, want loopback http accepted", err)
 		}
 	})

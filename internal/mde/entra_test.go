@@ -189,7 +189,7 @@ func (e *entraEnv) client(mutate func(*Config), reg prometheus.Registerer) (*Cli
 	if reg != nil {
 		opts = append(opts, WithRegisterer(reg))
 	}
-	c, err := New(cfg, e.srv.Client(), &fakeLimiter{}, zerolog.New(logs).Level(zerolog.DebugLevel), opts...)
+	c, err := New(cfg, e.srv.Client(), (&fakeLimiter{}).both(), zerolog.New(logs).Level(zerolog.DebugLevel), opts...)
 	if err != nil {
 		e.t.Fatalf("New: %v", err)
 	}

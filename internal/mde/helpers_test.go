@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/lr-relay/lr-relay/internal/quota"
 	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
@@ -27,30 +28,30 @@ const (
 // fakeLimiter records what the client asks of its limiter; it never blocks, so throttle retries run at once.
 type fakeLimiter struct {
 	mu      sync.Mutex
-	waits   []string
+	waits   []string // key.String() of each Wait
 	pauses  []pauseCall
 	waitErr error
 }
 
 type pauseCall struct {
-	key   string
+	key   string // key.String()
 	until time.Time
 }
 
-func (l *fakeLimiter) Wait(ctx context.Context, key string) error {
+func (l *fakeLimiter) Wait(ctx context.Context, key quota.Key) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.waits = append(l.waits, key)
+	l.waits = append(l.waits, key.String())
 	if l.waitErr != nil {
 		return l.waitErr
 	}
 	return ctx.Err()
 }
 
-func (l *fakeLimiter) Pause(key string, until time.Time) {
+func (l *fakeLimiter) Pause(key quota.Key, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.pauses = append(l.pauses, pauseCall{key, until})
+	l.pauses = append(l.pauses, pauseCall{key.String(), until})
 }
 
 func (l *fakeLimiter) snapshot() ([]string, []pauseCall) {
@@ -94,6 +95,9 @@ func (c *fakeClock) Advance(d time.Duration) {
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
 }
+
+// both returns l as the limiter of every operation.
+func (l *fakeLimiter) both() Limiters { return Limiters{Links: l, Actions: l} }
 
 // newHarness starts the server on a loopback socket; mutate adjusts the Config before the client is built.
 func newHarness(t *testing.T, mutate func(*Config), opts ...Option) *harness {
@@ -155,7 +159,7 @@ func startHarness(t *testing.T, h *harness, serve func(http.Handler) *httptest.S
 		mutate(&cfg)
 	}
 	log := zerolog.New(h.logs).Level(zerolog.DebugLevel)
-	c, err := New(cfg, h.srv.Client(), h.lim, log, append([]Option{withJitter(func() float64 { return 0 })}, opts...)...)
+	c, err := New(cfg, h.srv.Client(), h.lim.both(), log, append([]Option{withJitter(func() float64 { return 0 })}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

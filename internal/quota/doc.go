@@ -12,6 +12,6 @@
 // Local serves one process. Shared serves many processes that share one budget
 // through a JetStream key-value bucket updated with compare-and-swap.
 //
-// Keys are "<tenant>/<endpoint>"; every key has its own budget. Metrics are
-// labelled by the two halves of the key and never by request or action ids.
+// A Key is a tenant and an endpoint; every key has its own budget. Metrics are
+// labelled by the key's two fields and never by request or action ids.
 package quota

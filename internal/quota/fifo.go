@@ -12,15 +12,15 @@ import (
 // process instead of one per goroutine.
 type fifo struct {
 	mu   sync.Mutex
-	keys map[string][]*waiter // [0] holds the lock
+	keys map[Key][]*waiter // [0] holds the lock
 }
 
-func newFIFO() *fifo { return &fifo{keys: make(map[string][]*waiter)} }
+func newFIFO() *fifo { return &fifo{keys: make(map[Key][]*waiter)} }
 
 // lock blocks until the caller is first for key, and returns the function that
 // hands the turn to the next waiter. When ctx ends first it returns ctx.Err()
 // and leaves the queue without holding anyone up.
-func (f *fifo) lock(ctx context.Context, key string) (unlock func(), err error) {
+func (f *fifo) lock(ctx context.Context, key Key) (unlock func(), err error) {
 	w := &waiter{wake: make(chan struct{}, 1)}
 	f.mu.Lock()
 	f.keys[key] = append(f.keys[key], w)
@@ -47,7 +47,7 @@ func (f *fifo) lock(ctx context.Context, key string) (unlock func(), err error) 
 }
 
 // remove takes w out of key's queue and, if w held the lock, wakes the next.
-func (f *fifo) remove(key string, w *waiter) {
+func (f *fifo) remove(key Key, w *waiter) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	q := f.keys[key]
@@ -64,4 +64,11 @@ func (f *fifo) remove(key string, w *waiter) {
 	if i == 0 {
 		q[0].signal()
 	}
+}
+
+// waiting returns how many callers hold or wait for key's turn.
+func (f *fifo) waiting(key Key) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.keys[key])
 }

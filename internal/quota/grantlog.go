@@ -29,6 +29,41 @@ func nextAllowed(log []time.Time, windows []Window, widen time.Duration, pausedU
 	return at
 }
 
+// estimateFree returns when m more grants, taken as early as the windows
+// allow, could all have happened: for each window (N, w) the m-th grant waits
+// for the grant that m-1 earlier ones push out of it. A window never holds more
+// than N, so m is capped at N: "a whole window's worth", which is when a
+// larger batch can start.
+func estimateFree(log []time.Time, windows []Window, widen time.Duration, pausedUntil, now time.Time, m int) time.Time {
+	at := now
+	if pausedUntil.After(at) {
+		at = pausedUntil
+	}
+	for _, w := range windows {
+		if i := len(log) - w.Limit + min(m, w.Limit) - 1; m > 0 && i >= 0 {
+			if t := log[i].Add(w.Length + widen); t.After(at) {
+				at = t
+			}
+		}
+	}
+	return at
+}
+
+// room returns how many grants the windows allow at now (0 while paused).
+func room(log []time.Time, windows []Window, widen time.Duration, pausedUntil, now time.Time) int {
+	if pausedUntil.After(now) {
+		return 0
+	}
+	n := -1
+	for _, w := range windows {
+		r := max(w.Limit-countSince(log, now, w.Length+widen), 0)
+		if n < 0 || r < n {
+			n = r
+		}
+	}
+	return max(n, 0)
+}
+
 // pruneBefore drops the grants older than cutoff (they can no longer matter to
 // any window) and returns the shortened log. Reslicing leaves the dead head in
 // the backing array until append outgrows it and copies only the live part,
@@ -60,6 +95,31 @@ func longestWindow(ws []Window) time.Duration {
 		d = max(d, w.Length)
 	}
 	return d
+}
+
+// removeStamps returns log without n of its grants stamped at, in a new slice
+// (log may be shared).
+func removeStamps(log []time.Time, at time.Time, n int) []time.Time {
+	out := make([]time.Time, 0, len(log))
+	for _, g := range log {
+		if n > 0 && g.Equal(at) {
+			n--
+			continue
+		}
+		out = append(out, g)
+	}
+	return out
+}
+
+// minLimit returns the smallest Limit among ws.
+func minLimit(ws []Window) int {
+	n := 0
+	for i, w := range ws {
+		if i == 0 || w.Limit < n {
+			n = w.Limit
+		}
+	}
+	return n
 }
 
 // usableWindows drops windows that cannot be enforced, so that a bad

@@ -10,8 +10,8 @@ import (
 // registered afterwards counts into the same series.
 func TestInitMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	InitMetrics(reg, "contoso/links", "contoso/actions")
-	InitMetrics(reg, "contoso/links") // again: the registered collectors are reused
+	InitMetrics(reg, Key{"contoso", EndpointLinks}, Key{"contoso", EndpointActions})
+	InitMetrics(reg, Key{"contoso", EndpointLinks}) // again: the registered collectors are reused
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +32,7 @@ func TestInitMetrics(t *testing.T) {
 	}
 
 	m := newMetrics(reg)
-	m.observePause("contoso/links")
+	m.observePause(Key{"contoso", EndpointLinks})
 	mfs, err = reg.Gather()
 	if err != nil {
 		t.Fatal(err)

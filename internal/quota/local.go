@@ -19,7 +19,7 @@ type Local struct {
 	metrics *metrics
 
 	mu        sync.Mutex
-	keys      map[string]*keyState
+	keys      map[Key]*keyState
 	lastSweep time.Time
 }
 
@@ -65,7 +65,7 @@ func newLocal(windows []Window, o options, m *metrics, collectUtilisation bool) 
 		clock:   o.clock,
 		opts:    o,
 		metrics: m,
-		keys:    make(map[string]*keyState),
+		keys:    make(map[Key]*keyState),
 	}
 	if collectUtilisation && o.registerer != nil {
 		registerUtilisation(o.registerer, o.clock, l.utilisation)
@@ -80,13 +80,13 @@ func (l *Local) Windows() []Window { return slices.Clone(l.windows) }
 // pause, records the grant and returns nil. Waiters for the same key are
 // granted in arrival order. When ctx ends first, Wait returns ctx.Err() and
 // takes nothing: the next waiter moves up at once.
-func (l *Local) Wait(ctx context.Context, key string) error {
+func (l *Local) Wait(ctx context.Context, key Key) error {
 	_, err := l.wait(ctx, key)
 	return err
 }
 
 // wait is Wait that also returns the grant time it recorded.
-func (l *Local) wait(ctx context.Context, key string) (time.Time, error) {
+func (l *Local) wait(ctx context.Context, key Key) (time.Time, error) {
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, err
 	}
@@ -158,7 +158,7 @@ func (l *Local) leave(ks *keyState, w *waiter) {
 // Pause stops every grant for key until until, for example after a 429 whose
 // Retry-After says the whole tenant's quota is spent. A pause never shortens
 // one already in force.
-func (l *Local) Pause(key string, until time.Time) {
+func (l *Local) Pause(key Key, until time.Time) {
 	l.mu.Lock()
 	ks := l.stateLocked(key)
 	extended := until.After(ks.pausedUntil)
@@ -171,12 +171,30 @@ func (l *Local) Pause(key string, until time.Time) {
 	l.mu.Unlock()
 	if extended {
 		l.metrics.observePause(key)
-		l.opts.logger.Info().Str("key", key).Time("until", until).Msg("quota: paused")
+		l.opts.logger.Info().Stringer("key", key).Time("until", until).Msg("quota: paused")
 	}
 }
 
+// NextFree estimates, without blocking, when n more calls for key could be
+// granted: the zero time when they could be now. The caller counts the calls
+// it has already let start. The real Wait still enforces the windows.
+func (l *Local) NextFree(key Key, n int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ks, ok := l.keys[key]
+	if !ok {
+		return time.Time{}
+	}
+	now := l.clock.Now()
+	at := estimateFree(ks.log, l.windows, l.margin, ks.pausedUntil, now, n)
+	if !at.After(now) {
+		return time.Time{}
+	}
+	return at
+}
+
 // PausedUntil returns the end of the pause in force for key, or the zero time.
-func (l *Local) PausedUntil(key string) time.Time {
+func (l *Local) PausedUntil(key Key) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if ks, ok := l.keys[key]; ok && ks.pausedUntil.After(l.clock.Now()) {
@@ -187,7 +205,7 @@ func (l *Local) PausedUntil(key string) time.Time {
 
 // seed merges grants made elsewhere (by other replicas, as last seen in the
 // shared store) into key's log, so that a fallback limiter counts them too.
-func (l *Local) seed(key string, grants []time.Time, pausedUntil time.Time) {
+func (l *Local) seed(key Key, grants []time.Time, pausedUntil time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks := l.stateLocked(key)
@@ -202,7 +220,7 @@ func (l *Local) seed(key string, grants []time.Time, pausedUntil time.Time) {
 	}
 }
 
-func (l *Local) stateLocked(key string) *keyState {
+func (l *Local) stateLocked(key Key) *keyState {
 	ks, ok := l.keys[key]
 	if !ok {
 		ks = &keyState{}

@@ -41,7 +41,7 @@ type waitResult struct {
 // startWaiter starts Wait in a goroutine and, once it is queued (synctest.Wait
 // returns only when every goroutine in the bubble is blocked), returns a
 // function that collects the result.
-func startWaiter(ctx context.Context, l *Local, key string) func() waitResult {
+func startWaiter(ctx context.Context, l *Local, key Key) func() waitResult {
 	done := make(chan waitResult, 1)
 	go func() {
 		arrive := time.Now()
@@ -64,11 +64,11 @@ func TestLocalProperty(t *testing.T) {
 		waiters int
 		span    time.Duration // arrivals spread over this time
 		seeds   int
-		keys    []string
+		keys    []Key
 	}{
 		{name: "small windows", windows: []Window{{3, time.Second}, {7, 5 * time.Second}}, waiters: 120, span: 40 * time.Second, seeds: 20},
 		{name: "one window bursty", windows: []Window{{5, 200 * time.Millisecond}}, waiters: 150, span: 4 * time.Second, seeds: 20},
-		{name: "mde windows", windows: []Window{{100, time.Minute}, {1500, time.Hour}}, waiters: 1700, span: 20 * time.Minute, seeds: 2, keys: []string{"tenant-a/link"}},
+		{name: "mde windows", windows: []Window{{100, time.Minute}, {1500, time.Hour}}, waiters: 1700, span: 20 * time.Minute, seeds: 2, keys: []Key{{"tenant-a", "link"}}},
 	}
 	for _, sc := range scenarios {
 		for seed := range sc.seeds {
@@ -77,7 +77,7 @@ func TestLocalProperty(t *testing.T) {
 					rng := rand.New(rand.NewPCG(uint64(seed), 42))
 					keys := sc.keys
 					if keys == nil {
-						keys = []string{"tenant-a/link", "tenant-b/link"}
+						keys = []Key{{"tenant-a", "link"}, {"tenant-b", "link"}}
 					}
 					l := NewLocal(sc.windows)
 					longest := longestWindow(sc.windows)
@@ -92,7 +92,7 @@ func TestLocalProperty(t *testing.T) {
 					}
 					slices.Sort(offsets)
 
-					collect := make(map[string][]func() waitResult)
+					collect := make(map[Key][]func() waitResult)
 					for _, off := range offsets {
 						time.Sleep(time.Until(start.Add(off)))
 						key := keys[rng.IntN(len(keys))]
@@ -181,7 +181,7 @@ func TestLocalBacklog(t *testing.T) {
 				start := time.Now()
 				var collect []func() waitResult
 				for range tt.waiters {
-					collect = append(collect, startWaiter(t.Context(), l, "t/e"))
+					collect = append(collect, startWaiter(t.Context(), l, Key{"t", "e"}))
 				}
 				var got []time.Duration
 				for _, c := range collect {
@@ -205,13 +205,13 @@ func TestLocalFIFOAndCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal([]Window{{1, time.Second}})
 		start := time.Now()
-		if err := l.Wait(t.Context(), "t/e"); err != nil {
+		if err := l.Wait(t.Context(), Key{"t", "e"}); err != nil {
 			t.Fatal(err)
 		}
 		ctxA, cancelA := context.WithCancel(t.Context())
-		a := startWaiter(ctxA, l, "t/e")
-		b := startWaiter(t.Context(), l, "t/e")
-		c := startWaiter(t.Context(), l, "t/e")
+		a := startWaiter(ctxA, l, Key{"t", "e"})
+		b := startWaiter(t.Context(), l, Key{"t", "e"})
+		c := startWaiter(t.Context(), l, Key{"t", "e"})
 		time.Sleep(500 * time.Millisecond)
 		cancelA()
 		if r := a(); !errors.Is(r.err, context.Canceled) {
@@ -234,11 +234,11 @@ func TestLocalWaitCancelledBefore(t *testing.T) {
 	l := NewLocal([]Window{{1, time.Hour}})
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := l.Wait(ctx, "t/e"); !errors.Is(err, context.Canceled) {
+	if err := l.Wait(ctx, Key{"t", "e"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 	// The cancelled call took nothing.
-	if err := l.Wait(t.Context(), "t/e"); err != nil {
+	if err := l.Wait(t.Context(), Key{"t", "e"}); err != nil {
 		t.Fatalf("first real call: %v", err)
 	}
 }
@@ -247,7 +247,7 @@ func TestLocalKeysIndependent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal([]Window{{1, time.Minute}})
 		start := time.Now()
-		for _, key := range []string{"a/link", "b/link", "a/other"} {
+		for _, key := range []Key{{"a", "link"}, {"b", "link"}, {"a", "other"}} {
 			if err := l.Wait(t.Context(), key); err != nil {
 				t.Fatal(err)
 			}
@@ -262,7 +262,7 @@ func TestLocalPause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := NewLocal([]Window{{2, time.Second}})
 		start := time.Now()
-		key := "t/e"
+		key := Key{"t", "e"}
 
 		{ // pause before wait
 			l.Pause(key, start.Add(3*time.Second))
@@ -276,7 +276,7 @@ func TestLocalPause(t *testing.T) {
 			if got := time.Since(start); got != 3*time.Second {
 				t.Errorf("granted at +%v, want +3s", got)
 			}
-			if other := l.PausedUntil("t/other"); !other.IsZero() {
+			if other := l.PausedUntil(Key{"t", "other"}); !other.IsZero() {
 				t.Errorf("other key paused until %v", other)
 			}
 		}
@@ -305,13 +305,13 @@ func TestLocalFakeClock(t *testing.T) {
 	start := clock.Now()
 	l := NewLocal([]Window{{2, time.Second}}, WithClock(clock))
 	for range 2 {
-		if err := l.Wait(t.Context(), "t/e"); err != nil {
+		if err := l.Wait(t.Context(), Key{"t", "e"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	done := make(chan time.Time)
 	go func() {
-		if err := l.Wait(t.Context(), "t/e"); err != nil {
+		if err := l.Wait(t.Context(), Key{"t", "e"}); err != nil {
 			t.Error(err)
 		}
 		done <- clock.Now()
@@ -339,15 +339,15 @@ func TestLocalMetrics(t *testing.T) {
 		reg := prometheus.NewPedanticRegistry()
 		l := NewLocal([]Window{{10, time.Minute}, {100, time.Hour}}, WithRegisterer(reg))
 		for range 2 {
-			if err := l.Wait(t.Context(), "tenant1/link"); err != nil {
+			if err := l.Wait(t.Context(), Key{"tenant1", "link"}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		time.Sleep(61 * time.Second)
-		if err := l.Wait(t.Context(), "tenant1/link"); err != nil {
+		if err := l.Wait(t.Context(), Key{"tenant1", "link"}); err != nil {
 			t.Fatal(err)
 		}
-		l.Pause("tenant1/link", time.Now().Add(time.Second))
+		l.Pause(Key{"tenant1", "link"}, time.Now().Add(time.Second))
 		got := gatherValues(t, reg)
 		want := map[string]float64{
 			`lr_quota_calls_granted_total{endpoint="link",tenant="tenant1"}`:               3,
@@ -371,7 +371,7 @@ func TestLocalIgnoresBadWindows(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	for range 3 {
-		if err := l.Wait(ctx, "t/e"); err != nil {
+		if err := l.Wait(ctx, Key{"t", "e"}); err != nil {
 			t.Fatalf("no usable window should grant at once: %v", err)
 		}
 	}
@@ -387,7 +387,7 @@ func TestLocalConcurrentRealClock(t *testing.T) {
 		wg     sync.WaitGroup
 	)
 	l := NewLocal(windows, func(o *options) {
-		o.onGrant = func(_ string, at time.Time) {
+		o.onGrant = func(_ Key, at time.Time) {
 			mu.Lock()
 			grants = append(grants, at)
 			mu.Unlock()
@@ -398,7 +398,7 @@ func TestLocalConcurrentRealClock(t *testing.T) {
 	for range 16 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				if err := l.Wait(ctx, "t/e"); err != nil {
+				if err := l.Wait(ctx, Key{"t", "e"}); err != nil {
 					return
 				}
 			}

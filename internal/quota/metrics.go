@@ -3,7 +3,6 @@ package quota
 import (
 	"errors"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -11,7 +10,7 @@ import (
 )
 
 // metrics holds the collectors shared by Local and Shared. All labels come
-// from the key ("<tenant>/<endpoint>") and the configured windows, never from
+// from the Key and the configured windows, never from
 // request ids.
 type metrics struct {
 	granted  *prometheus.CounterVec
@@ -58,19 +57,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// InitMetrics creates the counters of each key ("<tenant>/<endpoint>") at zero on reg, so that an increase()
-// over them sees the first grant, pause or discarded grant. lr-relay calls it with every configured tenant's
-// keys. A nil reg does nothing.
-func InitMetrics(reg prometheus.Registerer, keys ...string) {
+// InitMetrics creates the counters of each key at zero on reg, so that an increase() over them sees the first
+// grant, pause or discarded grant. lr-relay calls it with every configured tenant's keys. A nil reg does
+// nothing.
+func InitMetrics(reg prometheus.Registerer, keys ...Key) {
 	if reg == nil {
 		return
 	}
 	m := newMetrics(reg)
 	for _, key := range keys {
-		t, e := splitKey(key)
-		m.granted.WithLabelValues(t, e)
-		m.paused.WithLabelValues(t, e)
-		m.discard.WithLabelValues(t, e)
+		m.granted.WithLabelValues(key.Tenant, key.Endpoint)
+		m.paused.WithLabelValues(key.Tenant, key.Endpoint)
+		m.discard.WithLabelValues(key.Tenant, key.Endpoint)
 	}
 }
 
@@ -93,26 +91,17 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-// splitKey turns "<tenant>/<endpoint>" into metric labels.
-func splitKey(key string) (tenant, endpoint string) {
-	tenant, endpoint, _ = strings.Cut(key, "/")
-	return tenant, endpoint
+func (m *metrics) observeGrant(key Key, waited time.Duration) {
+	m.granted.WithLabelValues(key.Tenant, key.Endpoint).Inc()
+	m.wait.WithLabelValues(key.Tenant, key.Endpoint).Observe(waited.Seconds())
 }
 
-func (m *metrics) observeGrant(key string, waited time.Duration) {
-	t, e := splitKey(key)
-	m.granted.WithLabelValues(t, e).Inc()
-	m.wait.WithLabelValues(t, e).Observe(waited.Seconds())
+func (m *metrics) observeDiscard(key Key) {
+	m.discard.WithLabelValues(key.Tenant, key.Endpoint).Inc()
 }
 
-func (m *metrics) observeDiscard(key string) {
-	t, e := splitKey(key)
-	m.discard.WithLabelValues(t, e).Inc()
-}
-
-func (m *metrics) observePause(key string) {
-	t, e := splitKey(key)
-	m.paused.WithLabelValues(t, e).Inc()
+func (m *metrics) observePause(key Key) {
+	m.paused.WithLabelValues(key.Tenant, key.Endpoint).Inc()
 }
 
 // utilisationCollector reports, at scrape time, the share of each window's
@@ -129,7 +118,7 @@ type utilisationCollector struct {
 }
 
 type utilisation struct {
-	key    string
+	key    Key
 	window Window
 	ratio  float64
 }
@@ -165,7 +154,7 @@ func (c *utilisationCollector) Collect(ch chan<- prometheus.Metric) {
 	seen := map[[3]string]bool{}
 	for _, snapshot := range snapshots {
 		for _, u := range snapshot() {
-			t, e := splitKey(u.key)
+			t, e := u.key.Tenant, u.key.Endpoint
 			id := [3]string{t, e, u.window.String()}
 			if seen[id] {
 				continue

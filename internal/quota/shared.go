@@ -13,41 +13,29 @@ import (
 	"github.com/lr-relay/lr-relay/internal/provision"
 )
 
-// DefaultBucket is the KV bucket that Shared uses when SharedConfig.Bucket is
-// empty.
-const DefaultBucket = "lr-quota"
-
-// SharedConfig configures a Shared limiter. Every replica sharing a budget
-// must use the same Bucket and Windows.
+// SharedConfig configures a Shared limiter. Every field is required (the
+// defaults live in lr-relay's configuration); every replica sharing a budget
+// must use the same Bucket, Windows and margin (WithMargin).
 type SharedConfig struct {
-	// Bucket is the JetStream KV bucket holding one entry per key; empty means
-	// DefaultBucket.
+	// Bucket is the JetStream KV bucket holding one entry per key.
 	Bucket string
 	// Windows are the limits shared by all replicas together.
 	Windows []Window
-	// Replicas is how many processes share the budget. It only sizes the
-	// fallback: while the bucket is unreachable each process allows itself
-	// Limit/Replicas per window (at least 1), so that all of them together
-	// stay within the limit. 0 means 1.
-	Replicas int
-	// SkewMargin widens every window to absorb the difference between the
-	// replicas' clocks: grants are stamped with the granting replica's wall
-	// clock, so two replicas whose clocks differ by s could otherwise grant
-	// calls w-s apart. Set it to the worst clock offset expected (NTP keeps
-	// hosts within a few milliseconds; 250ms is generous). It costs N calls per
-	// w+SkewMargin instead of per w.
-	SkewMargin time.Duration
+	// Processes is how many processes share the budget (LR_QUOTA_REPLICAS). It
+	// only sizes the fallback: while the bucket is unreachable each process
+	// allows itself Limit/Processes per window (at least 1), so that all of
+	// them together stay within the limit.
+	Processes int
 	// Provision creates the bucket (or updates its configuration) at start;
 	// without it the bucket must already exist.
 	Provision bool
-	// ReplicasKV is the number of JetStream replicas of the bucket when
-	// Provision is set; 0 means 1.
-	ReplicasKV int
+	// BucketReplicas is the number of JetStream replicas of the bucket when
+	// Provision is set (LR_STREAM_REPLICAS).
+	BucketReplicas int
 	// OpTimeout bounds each KV request; a request that takes longer counts as
-	// the store being unreachable. 0 means 2s.
+	// the store being unreachable.
 	OpTimeout time.Duration
 	// ProbeInterval is how often a degraded limiter tries the store again.
-	// 0 means 5s.
 	ProbeInterval time.Duration
 }
 
@@ -57,16 +45,20 @@ func (c SharedConfig) Validate() error {
 	if err := ValidateWindows(c.Windows); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Bucket != "" && !validBucket(c.Bucket) {
-		errs = append(errs, fmt.Errorf("bucket %q: use only letters, digits, '-' and '_'", c.Bucket))
+	if c.Bucket == "" || !validBucket(c.Bucket) {
+		errs = append(errs, fmt.Errorf("bucket %q: want letters, digits, '-' and '_'", c.Bucket))
 	}
-	for name, v := range map[string]int64{
-		"replicas": int64(c.Replicas), "KV replicas": int64(c.ReplicasKV), "skew margin": int64(c.SkewMargin),
-		"op timeout": int64(c.OpTimeout), "probe interval": int64(c.ProbeInterval),
-	} {
-		if v < 0 {
-			errs = append(errs, fmt.Errorf("%s must not be negative", name))
-		}
+	if c.Processes < 1 {
+		errs = append(errs, fmt.Errorf("processes must be at least 1, got %d", c.Processes))
+	}
+	if c.Provision && c.BucketReplicas < 1 {
+		errs = append(errs, fmt.Errorf("bucket replicas must be at least 1, got %d", c.BucketReplicas))
+	}
+	if c.OpTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("op timeout must be positive, got %s", c.OpTimeout))
+	}
+	if c.ProbeInterval <= 0 {
+		errs = append(errs, fmt.Errorf("probe interval must be positive, got %s", c.ProbeInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -90,9 +82,16 @@ var ErrStoreUnreachable = errors.New("quota store unreachable")
 // longest window and the pause in force; a grant is a compare-and-swap update
 // of that entry, so two replicas can never both take the last slot.
 //
+// Round trips: the limiter keeps the entry it last read or wrote (with its
+// revision) and writes on top of it directly; only a lost compare-and-swap
+// costs a read. When several callers of this process wait for the same key,
+// one write grants them all (as many as the windows allow now): the grants
+// beyond the first are a lease, used by the next callers in the queue without
+// a round trip, and only while the margin covers the delay (see try).
+//
 // A replica that crashes leaks nothing: its grants simply age out of the
 // window. While the store cannot be reached, Wait falls back to a local share
-// of Limit/Replicas per window that still counts the grants last seen in the
+// of Limit/Processes per window that still counts the grants last seen in the
 // store, and Degraded reports true; grants made in that mode are written back
 // to the store once it answers again.
 //
@@ -109,15 +108,26 @@ type Shared struct {
 	opts      options
 	metrics   *metrics
 	queue     *fifo
+	minLimit  int // the smallest window's limit
 
 	mu        sync.Mutex
 	degraded  bool
 	lastProbe time.Time
 	fallback  *Local
-	seeded    map[string]bool        // keys seeded into this episode's fallback
-	lastSeen  map[string]sharedState // the last state read from or written to the store
-	unsynced  map[string][]time.Time // fallback grants not yet in the store
-	writes    writeTimes             // recent grant write round trips
+	seeded    map[Key]bool // keys seeded into this episode's fallback
+	keys      map[Key]*sharedKey
+	lastSweep time.Time
+	writes    writeTimes // recent grant write round trips
+}
+
+// sharedKey is what a Shared limiter knows of one key; guarded by Shared.mu.
+type sharedKey struct {
+	seen       sharedState // the last state read from or written to the store
+	rev        uint64      // its revision; 0 when it must be read first
+	unsynced   []time.Time // fallback grants not yet in the store
+	leased     int         // grants recorded in the store and not yet used
+	leaseStamp time.Time   // their stamp
+	leaseEnd   time.Time   // after this they are not used, and the next write removes them
 }
 
 // NewShared binds (or, with cfg.Provision, creates) the bucket and returns a
@@ -127,16 +137,6 @@ type Shared struct {
 func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, opts ...Option) (*Shared, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("quota: shared config: %w", err)
-	}
-	if cfg.Bucket == "" {
-		cfg.Bucket = DefaultBucket
-	}
-	replicas := max(cfg.Replicas, 1)
-	if cfg.OpTimeout == 0 {
-		cfg.OpTimeout = 2 * time.Second
-	}
-	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = 5 * time.Second
 	}
 	o := buildOptions(opts)
 	longest := longestWindow(cfg.Windows)
@@ -151,9 +151,9 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 		History:     1,
 		// An idle key's entry holds nothing that still counts after the
 		// longest window; keep it a while longer for pauses.
-		TTL:      2*longest + cfg.SkewMargin + o.margin + time.Hour,
+		TTL:      2*longest + o.margin + time.Hour,
 		Storage:  jetstream.FileStorage,
-		Replicas: max(cfg.ReplicasKV, 1),
+		Replicas: cfg.BucketReplicas,
 	}, cfg.Provision)
 	if err != nil {
 		return nil, fmt.Errorf("quota: bind bucket %q: %w", cfg.Bucket, err)
@@ -161,7 +161,7 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 
 	share := make([]Window, len(cfg.Windows))
 	for i, w := range cfg.Windows {
-		share[i] = Window{Limit: max(w.Limit/replicas, 1), Length: w.Length}
+		share[i] = Window{Limit: max(w.Limit/cfg.Processes, 1), Length: w.Length}
 	}
 	m := newMetrics(o.registerer)
 	m.registerDegraded(o.registerer)
@@ -169,20 +169,69 @@ func NewShared(ctx context.Context, js jetstream.JetStream, cfg SharedConfig, op
 		kv:        kv,
 		windows:   slices.Clone(cfg.Windows),
 		share:     share,
-		widen:     cfg.SkewMargin + o.margin,
-		keep:      longest + cfg.SkewMargin + o.margin,
+		widen:     o.margin,
+		keep:      longest + o.margin,
 		opTimeout: cfg.OpTimeout,
 		probe:     cfg.ProbeInterval,
 		opts:      o,
 		metrics:   m,
 		queue:     newFIFO(),
-		lastSeen:  make(map[string]sharedState),
-		unsynced:  make(map[string][]time.Time),
+		minLimit:  minLimit(cfg.Windows),
+		keys:      make(map[Key]*sharedKey),
 	}
 	if o.registerer != nil {
 		registerUtilisation(o.registerer, o.clock, s.utilisation)
 	}
+	s.watch(ctx)
 	return s, nil
+}
+
+// watch follows every write to the bucket until ctx ends, so that the state kept per key (NextFree's estimate
+// and the state written on top of) includes the other replicas' grants without a read. One watch per limiter,
+// nothing per key. Without it (the watch could not start) the limiter only reads less up to date.
+func (s *Shared) watch(ctx context.Context) {
+	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		s.opts.logger.Warn().Err(err).Msg("quota: not following the shared bucket; estimates see other replicas' grants later")
+		return
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil || e.Operation() != jetstream.KeyValuePut {
+					continue
+				}
+				key, ok := parseKVKey(e.Key())
+				if !ok {
+					continue
+				}
+				st, err := decodeState(e.Value())
+				if err != nil {
+					continue
+				}
+				s.observe(key, st, e.Revision())
+			}
+		}
+	}()
+}
+
+// observe keeps a state seen in the bucket if it is newer than the one kept.
+func (s *Shared) observe(key Key, st sharedState, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ks := s.keyLocked(key)
+	if rev <= ks.rev {
+		return
+	}
+	st.log = pruneBefore(st.log, s.opts.clock.Now().Add(-s.keep))
+	ks.seen, ks.rev = st, rev
 }
 
 // Degraded reports whether the store is unreachable and Wait is using the
@@ -197,7 +246,7 @@ func (s *Shared) Degraded() bool {
 // replicas together and any pause, records the grant in the store and returns
 // nil. It returns ctx.Err() when ctx ends first. Store failures are not
 // returned: Wait then grants from the local fallback share.
-func (s *Shared) Wait(ctx context.Context, key string) error {
+func (s *Shared) Wait(ctx context.Context, key Key) error {
 	start := s.opts.clock.Now()
 	unlock, err := s.queue.lock(ctx, key)
 	if err != nil {
@@ -208,6 +257,10 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 	for {
 		if fb := s.fallbackIfNoProbe(); fb != nil {
 			return s.waitFallback(ctx, fb, key, start)
+		}
+		if s.takeLease(key) {
+			s.metrics.observeGrant(key, s.opts.clock.Now().Sub(start))
+			return nil
 		}
 		granted, at, err := s.try(ctx, key, mayDiscard)
 		switch {
@@ -242,6 +295,40 @@ func (s *Shared) Wait(ctx context.Context, key string) error {
 	}
 }
 
+// NextFree estimates, without blocking and without a round trip, when n more
+// calls for key could be granted, from the state last seen in the store: the
+// zero time when they could be now. The caller counts the calls it has
+// already let start; grants by other replicas since the last look are not
+// seen, so the estimate may be early. The real Wait still enforces the windows.
+// An idle key costs nothing: no timer, no polling.
+func (s *Shared) NextFree(key Key, n int) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ks, ok := s.keys[key]
+	if !ok {
+		return time.Time{}
+	}
+	now := s.opts.clock.Now()
+	m := n
+	if ks.leased > 0 && !now.After(ks.leaseEnd) {
+		m -= ks.leased
+	}
+	log := ks.seen.log
+	if len(ks.unsynced) > 0 {
+		log = mergeTimes(log, ks.unsynced)
+	}
+	at := estimateFree(log, s.windows, s.widen, ks.seen.pausedUntil, now, m)
+	if !at.After(now) {
+		return time.Time{}
+	}
+	return at
+}
+
+// maxLeaseAhead bounds the grants one write takes for callers not yet queued
+// (while half of every window is free): enough to spare most round trips of a
+// busy process, few enough that the entry stays small.
+const maxLeaseAhead = 8
+
 // errConflict means the compare-and-swap lost to another writer.
 var errConflict = errors.New("quota: concurrent update")
 
@@ -249,75 +336,131 @@ var errConflict = errors.New("quota: concurrent update")
 // call must not be made (see try).
 var errLate = errors.New("quota: grant recorded too late to use")
 
-// try reads key's entry, and if a call is allowed now appends it with a
-// compare-and-swap. It returns granted=false and the instant to look again
-// when the windows or a pause forbid a call now, and errLate (when mayDiscard)
-// for a grant whose write took too long to be used.
-func (s *Shared) try(ctx context.Context, key string, mayDiscard bool) (granted bool, at time.Time, err error) {
+func (s *Shared) keyLocked(key Key) *sharedKey {
+	ks, ok := s.keys[key]
+	if !ok {
+		ks = &sharedKey{}
+		s.keys[key] = ks
+	}
+	return ks
+}
+
+// takeLease uses a grant leased by an earlier write, if one is left and still
+// covered by the margin.
+func (s *Shared) takeLease(key Key) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ks, ok := s.keys[key]
+	if !ok || ks.leased == 0 {
+		return false
+	}
+	if s.opts.clock.Now().After(ks.leaseEnd) {
+		return false // the next write removes them
+	}
+	ks.leased--
+	return true
+}
+
+// try appends a grant to key's entry with a compare-and-swap on the state last
+// seen (read first when there is none), if a call is allowed now. It returns
+// granted=false and the instant to look again when the windows or a pause
+// forbid a call now, errConflict when another writer came first, and errLate
+// (when mayDiscard) for a grant whose write took too long to be used.
+func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted bool, at time.Time, err error) {
 	k := kvKey(key)
 	opCtx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 
-	var (
-		st  sharedState
-		rev uint64
-	)
-	entry, err := s.kv.Get(opCtx, k)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return false, time.Time{}, fmt.Errorf("%w: get %s: %w", ErrStoreUnreachable, k, err)
-	default:
-		rev = entry.Revision()
-		if st, err = decodeState(entry.Value()); err != nil {
-			// Only a foreign writer produces this; start the key afresh
-			// rather than blocking it for good.
-			s.opts.logger.Error().Err(err).Str("key", key).Msg("quota: ignoring unreadable shared state")
-			st = sharedState{}
+	s.mu.Lock()
+	ks := s.keyLocked(key)
+	st, rev := ks.seen, ks.rev
+	pending := slices.Clone(ks.unsynced)
+	// Leased grants that expired unused (Wait takes a lease before it tries, so any left now are expired) are
+	// removed from the log by this write: no call was made on them, so the slots are free again.
+	unused, unusedStamp := ks.leased, ks.leaseStamp
+	s.mu.Unlock()
+	// The state last seen is written on top of directly while it leaves plenty of room (a quarter of every
+	// window). Near a window's edge, where replicas contend for the last slots, the entry is read first, as a
+	// cached state would mostly lose the compare-and-swap there; the read's round trip also stays between the
+	// moment a slot frees and its grant, as a little slack on top of the margin.
+	if rev != 0 && 4*room(st.log, s.windows, s.widen, st.pausedUntil, s.opts.clock.Now()) < s.minLimit {
+		rev = 0
+	}
+	if rev == 0 {
+		st = sharedState{}
+		entry, err := s.kv.Get(opCtx, k)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return false, time.Time{}, fmt.Errorf("%w: get %s: %w", ErrStoreUnreachable, k, err)
+		default:
+			rev = entry.Revision()
+			if st, err = decodeState(entry.Value()); err != nil {
+				// Only a foreign writer produces this; start the key afresh
+				// rather than blocking it for good.
+				s.opts.logger.Error().Err(err).Stringer("key", key).Msg("quota: ignoring unreadable shared state")
+				st = sharedState{}
+			}
 		}
 	}
 
 	now := s.opts.clock.Now()
-	s.mu.Lock()
-	pending := slices.Clone(s.unsynced[key])
-	s.mu.Unlock()
 	st.log = pruneBefore(mergeTimes(st.log, pending), now.Add(-s.keep))
-	s.remember(key, st)
+	if unused > 0 {
+		st.log = removeStamps(st.log, unusedStamp, unused)
+	}
+	s.remember(key, st, rev)
 
 	at = nextAllowed(st.log, s.windows, s.widen, st.pausedUntil, now)
 	if at.After(now) {
+		// A state read from the cache can only be missing grants and pauses
+		// (entries grow; what ages out no longer counts), so waiting on it is
+		// safe; the write at the end of the wait finds out what changed.
 		return false, at, nil
+	}
+	// One write grants this caller and, when a margin covers a short delay,
+	// the callers queued behind it in this process, as far as the windows
+	// allow now; while half of every window is free, up to maxLeaseAhead
+	// grants for callers still to come. What is not used in time is removed
+	// by the next write.
+	n := 1
+	if s.widen > 0 {
+		r := room(st.log, s.windows, s.widen, st.pausedUntil, now)
+		want := s.queue.waiting(key)
+		if 2*r >= s.minLimit && !s.opts.noLeaseAhead {
+			want = max(want, maxLeaseAhead)
+		}
+		n = max(min(r, want), 1)
 	}
 	// Keep the log ascending even when another replica's clock is ahead of
 	// ours: stamping our grant no earlier than the last one only makes later
 	// checks more careful.
 	stamp := now
-	if n := len(st.log); n > 0 && st.log[n-1].After(stamp) {
-		stamp = st.log[n-1]
+	if l := len(st.log); l > 0 && st.log[l-1].After(stamp) {
+		stamp = st.log[l-1]
 	}
-	st.log = append(slices.Clone(st.log), stamp)
+	st.log = slices.Grow(slices.Clone(st.log), n)
+	for range n {
+		st.log = append(st.log, stamp)
+	}
+	var newRev uint64
 	if rev == 0 {
-		_, err = s.kv.Create(opCtx, k, st.encode())
+		newRev, err = s.kv.Create(opCtx, k, st.encode())
 	} else {
-		_, err = s.kv.Update(opCtx, k, st.encode(), rev)
+		newRev, err = s.kv.Update(opCtx, k, st.encode(), rev)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyExists):
+		s.forget(key)
 		return false, time.Time{}, errConflict
 	case err != nil:
+		s.forget(key)
 		return false, time.Time{}, fmt.Errorf("%w: update %s: %w", ErrStoreUnreachable, k, err)
 	}
-	s.mu.Lock()
-	s.lastSeen[key] = st
-	s.unsynced[key] = slices.DeleteFunc(s.unsynced[key], func(g time.Time) bool {
-		return slices.ContainsFunc(pending, g.Equal)
-	})
-	if len(s.unsynced[key]) == 0 {
-		delete(s.unsynced, key)
-	}
-	s.mu.Unlock()
 	if s.opts.onGrant != nil {
-		s.opts.onGrant(key, stamp)
+		for range n {
+			s.opts.onGrant(key, stamp)
+		}
 	}
 	// The windows are kept on the stamps, but the server counts arrivals, and
 	// the call leaves only now, after the write's round trip. The margin absorbs
@@ -328,22 +471,65 @@ func (s *Shared) try(ctx context.Context, key string, mayDiscard bool) (granted 
 	// it: a 429, which pauses the whole tenant. Leaving this one slot unused
 	// costs one call instead, and the log, which still holds the stamp, only
 	// errs on the careful side. A store that is slow but steady spreads
-	// nothing and loses nothing.
+	// nothing and loses nothing. Leased grants get the same bound: they are
+	// used only until stamp + floor + margin/2, as late as a direct grant may
+	// leave.
 	took := s.opts.clock.Now().Sub(now)
-	if floor := s.writes.add(took); mayDiscard && s.widen > 0 && took-floor > s.widen/2 {
+	floor := s.writes.add(took)
+	late := mayDiscard && s.widen > 0 && took-floor > s.widen/2
+	s.mu.Lock()
+	ks = s.keyLocked(key)
+	if newRev > ks.rev {
+		ks.seen, ks.rev = st, newRev
+	}
+	ks.unsynced = slices.DeleteFunc(ks.unsynced, func(g time.Time) bool {
+		return slices.ContainsFunc(pending, g.Equal)
+	})
+	ks.leased, ks.leaseStamp, ks.leaseEnd = 0, time.Time{}, time.Time{}
+	if n > 1 && !late {
+		ks.leased, ks.leaseStamp, ks.leaseEnd = n-1, stamp, stamp.Add(floor+s.widen/2)
+	}
+	s.mu.Unlock()
+	if late {
 		return false, time.Time{}, errLate
 	}
 	return true, time.Time{}, nil
 }
 
-func (s *Shared) remember(key string, st sharedState) {
+// remember keeps st (at revision rev, 0 for unknown) as the state last seen.
+func (s *Shared) remember(key Key, st sharedState, rev uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(st.log) == 0 && !st.pausedUntil.After(s.opts.clock.Now()) {
-		delete(s.lastSeen, key) // nothing left to count: forget idle keys
-		return
+	now := s.opts.clock.Now()
+	if now.Sub(s.lastSweep) >= s.keep {
+		s.lastSweep = now
+		s.sweepLocked(now)
 	}
-	s.lastSeen[key] = sharedState{pausedUntil: st.pausedUntil, log: slices.Clone(st.log)}
+	ks := s.keyLocked(key)
+	if rev < ks.rev {
+		return // the watch brought a newer state meanwhile
+	}
+	ks.seen, ks.rev = st, rev
+}
+
+// forget drops the cached revision of key, so that the next try reads it.
+func (s *Shared) forget(key Key) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ks, ok := s.keys[key]; ok {
+		ks.rev = 0
+	}
+}
+
+// sweepLocked forgets keys that hold nothing that still counts, so that memory
+// follows the set of active keys.
+func (s *Shared) sweepLocked(now time.Time) {
+	for k, ks := range s.keys {
+		ks.seen.log = pruneBefore(ks.seen.log, now.Add(-s.keep))
+		if len(ks.seen.log) == 0 && len(ks.unsynced) == 0 && !ks.seen.pausedUntil.After(now) && s.queue.waiting(k) == 0 {
+			delete(s.keys, k)
+		}
+	}
 }
 
 // fallbackIfNoProbe returns the fallback limiter while degraded, unless it is
@@ -374,9 +560,8 @@ func (s *Shared) markDegraded(cause error) *Local {
 	s.degraded = true
 	o := s.opts
 	o.registerer = nil
-	o.margin = s.widen
 	s.fallback = newLocal(s.share, o, newMetrics(nil), false)
-	s.seeded = make(map[string]bool)
+	s.seeded = make(map[Key]bool)
 	s.metrics.degraded.Set(1)
 	s.opts.logger.Warn().Err(cause).Str("share", FormatWindows(s.share)).
 		Msg("quota: shared store unreachable, granting from the local fallback share")
@@ -398,12 +583,12 @@ func (s *Shared) markHealthy() {
 
 // waitFallback grants from the local share, counting the grants last seen in
 // the store for key, and remembers the grant for the store.
-func (s *Shared) waitFallback(ctx context.Context, fb *Local, key string, start time.Time) error {
+func (s *Shared) waitFallback(ctx context.Context, fb *Local, key Key, start time.Time) error {
 	s.mu.Lock()
 	if !s.seeded[key] && s.seeded != nil && s.fallback == fb {
 		s.seeded[key] = true
-		last := s.lastSeen[key]
-		fb.seed(key, mergeTimes(slices.Clone(last.log), s.unsynced[key]), last.pausedUntil)
+		ks := s.keyLocked(key)
+		fb.seed(key, mergeTimes(slices.Clone(ks.seen.log), ks.unsynced), ks.seen.pausedUntil)
 	}
 	s.mu.Unlock()
 	at, err := fb.wait(ctx, key)
@@ -411,8 +596,11 @@ func (s *Shared) waitFallback(ctx context.Context, fb *Local, key string, start 
 		return err
 	}
 	s.mu.Lock()
+	ks := s.keyLocked(key)
 	// Pruning keeps the memory of this key bounded through a long outage.
-	s.unsynced[key] = pruneBefore(append(s.unsynced[key], at), at.Add(-s.keep))
+	ks.unsynced = pruneBefore(append(ks.unsynced, at), at.Add(-s.keep))
+	ks.rev = 0 // the store may have moved on meanwhile
+	ks.leased = 0
 	s.mu.Unlock()
 	s.metrics.observeGrant(key, s.opts.clock.Now().Sub(start))
 	return nil
@@ -422,15 +610,15 @@ func (s *Shared) waitFallback(ctx context.Context, fb *Local, key string, start 
 // written to the store (so every replica honours it at its next look) and to
 // this process's fallback. A store failure is logged and the pause still
 // applies here. A pause never shortens one already in force.
-func (s *Shared) Pause(key string, until time.Time) {
+func (s *Shared) Pause(key Key, until time.Time) {
 	s.metrics.observePause(key)
-	s.opts.logger.Info().Str("key", key).Time("until", until).Msg("quota: paused")
+	s.opts.logger.Info().Stringer("key", key).Time("until", until).Msg("quota: paused")
 	s.mu.Lock()
-	last := s.lastSeen[key]
-	if until.After(last.pausedUntil) {
-		last.pausedUntil = until
-		s.lastSeen[key] = last
+	ks := s.keyLocked(key)
+	if until.After(ks.seen.pausedUntil) {
+		ks.seen.pausedUntil = until
 	}
+	ks.leased = 0
 	fb := s.fallback
 	s.mu.Unlock()
 	if fb != nil {
@@ -439,11 +627,12 @@ func (s *Shared) Pause(key string, until time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
 	defer cancel()
 	if err := s.storePause(ctx, key, until); err != nil {
-		s.opts.logger.Warn().Err(err).Str("key", key).Msg("quota: pause not shared, applied locally only")
+		s.opts.logger.Warn().Err(err).Stringer("key", key).Msg("quota: pause not shared, applied locally only")
 	}
+	s.forget(key)
 }
 
-func (s *Shared) storePause(ctx context.Context, key string, until time.Time) error {
+func (s *Shared) storePause(ctx context.Context, key Key, until time.Time) error {
 	k := kvKey(key)
 	for {
 		var (
@@ -482,23 +671,24 @@ func (s *Shared) storePause(ctx context.Context, key string, until time.Time) er
 
 // PausedUntil returns the end of the pause last seen for key, or the zero
 // time.
-func (s *Shared) PausedUntil(key string) time.Time {
+func (s *Shared) PausedUntil(key Key) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p := s.lastSeen[key].pausedUntil; p.After(s.opts.clock.Now()) {
-		return p
+	if ks, ok := s.keys[key]; ok && ks.seen.pausedUntil.After(s.opts.clock.Now()) {
+		return ks.seen.pausedUntil
 	}
 	return time.Time{}
 }
 
 // utilisation reports the share of each window used, as last seen in the
-// store (all replicas together).
+// store (all replicas together). Scrapes also forget idle keys.
 func (s *Shared) utilisation(now time.Time) []utilisation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sweepLocked(now)
 	var out []utilisation
-	for k, st := range s.lastSeen {
-		log := mergeTimes(st.log, s.unsynced[k])
+	for k, ks := range s.keys {
+		log := mergeTimes(ks.seen.log, ks.unsynced)
 		for _, w := range s.windows {
 			n := countSince(log, now, w.Length+s.widen)
 			out = append(out, utilisation{key: k, window: w, ratio: float64(n) / float64(w.Limit)})

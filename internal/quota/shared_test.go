@@ -31,6 +31,15 @@ func connect(t *testing.T, s *server.Server) jetstream.JetStream {
 	return embeddedtest.Connect(t, s, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 }
 
+// testConfig returns a complete SharedConfig (the package has no defaults) for
+// a provisioned bucket.
+func testConfig(bucket string, windows []Window, processes int) SharedConfig {
+	return SharedConfig{
+		Bucket: bucket, Windows: windows, Processes: processes, Provision: true, BucketReplicas: 1,
+		OpTimeout: 2 * time.Second, ProbeInterval: 5 * time.Second,
+	}
+}
+
 // grantRecorder collects the exact grant stamps of several limiters.
 type grantRecorder struct {
 	mu     sync.Mutex
@@ -39,7 +48,7 @@ type grantRecorder struct {
 
 func (r *grantRecorder) option() Option {
 	return func(o *options) {
-		o.onGrant = func(_ string, at time.Time) {
+		o.onGrant = func(_ Key, at time.Time) {
 			r.mu.Lock()
 			r.grants = append(r.grants, at)
 			r.mu.Unlock()
@@ -104,9 +113,7 @@ func TestSharedHammer(t *testing.T) {
 	limiters := make([]*Shared, replicas)
 	for i := range limiters {
 		var err error
-		limiters[i], err = NewShared(t.Context(), connect(t, srv), SharedConfig{
-			Windows: windows, Replicas: replicas, Provision: true,
-		}, rec.option())
+		limiters[i], err = NewShared(t.Context(), connect(t, srv), testConfig("lr-quota", windows, replicas), rec.option())
 		if err != nil {
 			t.Fatalf("NewShared: %v", err)
 		}
@@ -119,7 +126,7 @@ func TestSharedHammer(t *testing.T) {
 		for range workers {
 			wg.Go(func() {
 				for {
-					if err := l.Wait(ctx, "tenant-a/link"); err != nil {
+					if err := l.Wait(ctx, Key{"tenant-a", "link"}); err != nil {
 						if !errors.Is(err, context.DeadlineExceeded) {
 							t.Errorf("Wait: %v", err)
 						}
@@ -152,7 +159,7 @@ func TestSharedHammer(t *testing.T) {
 
 func TestSharedPauseAcrossReplicas(t *testing.T) {
 	srv := startServer(t, t.TempDir(), 0)
-	cfg := SharedConfig{Windows: []Window{{1, 300 * time.Millisecond}}, Provision: true}
+	cfg := testConfig("lr-quota", []Window{{1, 300 * time.Millisecond}}, 1)
 	recB := &grantRecorder{}
 	a, err := NewShared(t.Context(), connect(t, srv), cfg)
 	if err != nil {
@@ -162,7 +169,7 @@ func TestSharedPauseAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := "tenant-x/link"
+	key := Key{"tenant-x", "link"}
 
 	// B is granted once, then waits for the window; A pauses meanwhile.
 	if err := b.Wait(t.Context(), key); err != nil {
@@ -195,13 +202,13 @@ func TestSharedDegradedFallback(t *testing.T) {
 	rec := &grantRecorder{}
 	reg := prometheus.NewPedanticRegistry()
 	l, err := NewShared(t.Context(), connect(t, srv), SharedConfig{
-		Windows: windows, Replicas: 2, Provision: true,
+		Bucket: "lr-quota", Windows: windows, Processes: 2, Provision: true, BucketReplicas: 1,
 		OpTimeout: 150 * time.Millisecond, ProbeInterval: 100 * time.Millisecond,
 	}, rec.option(), WithRegisterer(reg))
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := "tenant-d/link"
+	key := Key{"tenant-d", "link"}
 	for range 4 {
 		if err := l.Wait(t.Context(), key); err != nil {
 			t.Fatal(err)
@@ -252,7 +259,12 @@ func TestSharedDegradedFallback(t *testing.T) {
 	}
 	checkWindows(t, rec.snapshot(), windows, 0)
 	l.mu.Lock()
-	pending := len(l.unsynced)
+	pending := 0
+	for _, ks := range l.keys {
+		if len(ks.unsynced) > 0 {
+			pending++
+		}
+	}
 	l.mu.Unlock()
 	if pending != 0 {
 		t.Errorf("%d keys still hold fallback grants not written to the store", pending)
@@ -276,27 +288,27 @@ func TestSharedSkewMargin(t *testing.T) {
 		real []time.Time
 	)
 	trueTime := func(o *options) {
-		o.onGrant = func(string, time.Time) {
+		o.onGrant = func(Key, time.Time) {
 			mu.Lock()
 			real = append(real, time.Now())
 			mu.Unlock()
 		}
 	}
-	cfg := SharedConfig{Windows: windows, Provision: true, SkewMargin: 100 * time.Millisecond}
-	behind, err := NewShared(t.Context(), connect(t, srv), cfg, trueTime, WithClock(offsetClock{-50 * time.Millisecond}))
+	cfg := testConfig("lr-quota", windows, 1)
+	behind, err := NewShared(t.Context(), connect(t, srv), cfg, trueTime, WithClock(offsetClock{-50 * time.Millisecond}), WithMargin(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	right, err := NewShared(t.Context(), connect(t, srv), cfg, trueTime)
+	right, err := NewShared(t.Context(), connect(t, srv), cfg, trueTime, WithMargin(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 5 {
-		if err := behind.Wait(t.Context(), "tenant-s/link"); err != nil {
+		if err := behind.Wait(t.Context(), Key{"tenant-s", "link"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := right.Wait(t.Context(), "tenant-s/link"); err != nil {
+	if err := right.Wait(t.Context(), Key{"tenant-s", "link"}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -309,7 +321,7 @@ func TestSharedSkewMargin(t *testing.T) {
 
 func TestNewSharedMissingBucket(t *testing.T) {
 	srv := startServer(t, t.TempDir(), 0)
-	_, err := NewShared(t.Context(), connect(t, srv), SharedConfig{Windows: []Window{{1, time.Second}}, Bucket: "absent"})
+	_, err := NewShared(t.Context(), connect(t, srv), SharedConfig{Windows: []Window{{1, time.Second}}, Bucket: "absent", Processes: 1, OpTimeout: time.Second, ProbeInterval: time.Second})
 	if err == nil {
 		t.Fatal("NewShared with an absent bucket and no Provision succeeded")
 	}

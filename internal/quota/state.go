@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -112,10 +113,8 @@ func mergeTimes(a, b []time.Time) []time.Time {
 // '-', '_' and '/' pass through; every other byte (and '=' itself, and '.',
 // which KV treats as a token separator) becomes "=XX" in hex. The mapping is
 // one-to-one, so two keys never share a budget by accident.
-func kvKey(key string) string {
-	if key == "" {
-		return "="
-	}
+func kvKey(k Key) string {
+	key := k.String()
 	var b strings.Builder
 	for i := 0; i < len(key); i++ {
 		c := key[i]
@@ -127,4 +126,26 @@ func kvKey(key string) string {
 		}
 	}
 	return b.String()
+}
+
+// parseKVKey is the inverse of kvKey; false for a key kvKey does not produce.
+func parseKVKey(k string) (Key, bool) {
+	b := make([]byte, 0, len(k))
+	for i := 0; i < len(k); i++ {
+		if k[i] != '=' {
+			b = append(b, k[i])
+			continue
+		}
+		if i+2 >= len(k) {
+			return Key{}, false
+		}
+		v, err := strconv.ParseUint(k[i+1:i+3], 16, 8)
+		if err != nil {
+			return Key{}, false
+		}
+		b = append(b, byte(v))
+		i += 2
+	}
+	tenant, endpoint, ok := strings.Cut(string(b), "/")
+	return Key{Tenant: tenant, Endpoint: endpoint}, ok
 }

