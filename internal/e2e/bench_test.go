@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/app"
-	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/simulator"
 	"github.com/lr-relay/lr-relay/internal/tenant"
 )
@@ -159,8 +158,8 @@ func benchPipeline(b *testing.B, workers int, shared bool, batch int) {
 // benchCollector records when each expected result arrives on a core subscription to the results subjects.
 type benchCollector struct {
 	mu         sync.Mutex
-	sent       map[string]time.Time // Nats-Msg-Id -> publish time of its event
-	pending    map[string]bool
+	sent       map[string]time.Time // action id -> publish time of its event
+	pending    map[string]bool      // <actionId>.<index>: the Nats-Msg-Id less its tenant
 	lat        []time.Duration
 	done       chan struct{}
 	notRelayed atomic.Int64
@@ -192,7 +191,7 @@ func (c *benchCollector) expect(actions []simulator.Action) {
 	c.done = make(chan struct{})
 	for _, a := range actions {
 		for _, cmd := range a.MachineAction.Commands {
-			c.pending[relay.MsgID(tenant.DefaultName, a.MachineAction.ID, cmd.Index)] = true
+			c.pending[fmt.Sprintf("%s.%d", strings.ToLower(a.MachineAction.ID), cmd.Index)] = true
 		}
 	}
 }
@@ -201,12 +200,13 @@ func (c *benchCollector) published(actionID string) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.sent[actionID] = now
+	c.sent[strings.ToLower(actionID)] = now
 }
 
 func (c *benchCollector) arrived(m *nats.Msg) {
 	now := time.Now()
-	id := m.Header.Get("Nats-Msg-Id")
+	// Nats-Msg-Id is <tenant>.<actionId>.<index> (relay.MsgID).
+	_, id, _ := strings.Cut(m.Header.Get("Nats-Msg-Id"), ".")
 	if !bytes.Contains(m.Data, []byte(`"outcome":"relayed"`)) {
 		c.notRelayed.Add(1)
 	}
