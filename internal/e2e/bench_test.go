@@ -18,7 +18,6 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/app"
 	"github.com/lr-relay/lr-relay/internal/simulator"
-	"github.com/lr-relay/lr-relay/internal/tenant"
 )
 
 // The pipeline benchmarks measure the whole relay path with the throttle lifted: an event goes into the source
