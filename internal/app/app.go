@@ -447,6 +447,9 @@ func (a *App) serveHTTP() (*http.Server, error) {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
+	if a.cfg.Pprof {
+		registerPprof(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
