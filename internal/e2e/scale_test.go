@@ -49,7 +49,7 @@ type scaleSpec struct {
 	// tokenExpiry, when positive, makes every token issued before publish+tokenExpiry expire at that moment.
 	tokenExpiry time.Duration
 	// idleFor, when positive, is how long the ready processes are watched before anything is published.
-	idleFor  time.Duration
+	idleFor time.Duration
 	// margin is LR_QUOTA_SKEW_MARGIN (the default, 250ms, when zero).
 	margin   time.Duration
 	logLevel string
@@ -658,7 +658,9 @@ func scaleSummary(f scaleFigures) string {
 		s.tenants, s.procs, s.workers, s.limits, s.margin, s.events, s.perEvent, s.measure)
 	fmt.Fprintf(&b, "| %-38s | %s |\n", "figure", "value")
 	fmt.Fprintf(&b, "|%s|%s|\n", strings.Repeat("-", 40), strings.Repeat("-", 40))
-	row := func(k, format string, args ...any) { fmt.Fprintf(&b, "| %-38s | %s |\n", k, fmt.Sprintf(format, args...)) }
+	row := func(k, format string, args ...any) {
+		fmt.Fprintf(&b, "| %-38s | %s |\n", k, fmt.Sprintf(format, args...))
+	}
 	row("calls made / allowed (all tenants)", "%d / %d = %.1f%%", f.made, f.allowed, 100*f.utilisation())
 	row("worst tenant", "%s: %d / %d = %.1f%%", w.name, w.made, w.allowed, 100*w.utilisation())
 	row("429s (calls during Retry-After)", "%d (%d)", f.throttled, f.duringRA)
