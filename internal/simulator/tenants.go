@@ -60,18 +60,22 @@ func (s *Simulator) TokenRequests() []TokenRequest {
 	return append([]TokenRequest(nil), s.tokenLog...)
 }
 
-// SetTokenExpiry makes every token issued before at expire exactly at at, whatever TokenTTL says; tokens
-// issued from at on live TokenTTL again. With at a little after the start of a load test, every tenant's
-// token dies in the same second, which is how a token-refresh burst shows. The zero time turns it off.
+// SetTokenExpiry makes the next token of every tenant, issued before at, expire exactly at at, whatever
+// TokenTTL says; later tokens (a refresh, or any token from at on) live TokenTTL, as fresh tokens do. With at
+// a little after the start of a load test, every tenant's first token dies in the same second, like the
+// tokens of a fleet that started together, which is how a token-refresh burst shows. The zero time turns it
+// off.
 func (s *Simulator) SetTokenExpiry(at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokenExpiresAt = at
+	s.sharedExpiryServed = map[string]bool{}
 }
 
-// tokenExpiryLocked returns when a token issued at now expires.
-func (s *Simulator) tokenExpiryLocked(now time.Time) time.Time {
-	if !s.tokenExpiresAt.IsZero() && now.Before(s.tokenExpiresAt) {
+// tokenExpiryLocked returns when a token issued at now for tenant expires.
+func (s *Simulator) tokenExpiryLocked(tenant string, now time.Time) time.Time {
+	if !s.tokenExpiresAt.IsZero() && now.Before(s.tokenExpiresAt) && !s.sharedExpiryServed[tenant] {
+		s.sharedExpiryServed[tenant] = true
 		return s.tokenExpiresAt
 	}
 	return now.Add(s.tokenTTL)

@@ -109,9 +109,9 @@ func TestTenantCountsAndWindowsAreSeparate(t *testing.T) {
 	}
 }
 
-// TestSharedTokenExpiry checks SetTokenExpiry: tokens issued before the moment all expire at it (expires_in
-// says so, rounded down), tokens issued after it live TokenTTL, and every request is in the token log with
-// its tenant and time.
+// TestSharedTokenExpiry checks SetTokenExpiry: the first token of each tenant issued before the moment expires
+// at it (expires_in says so, rounded down), a tenant's next token and tokens issued after the moment live
+// TokenTTL, and every request is in the token log with its tenant and time.
 func TestSharedTokenExpiry(t *testing.T) {
 	clock := newFakeClock()
 	tenants := GenerateTenants(3, 3)
@@ -158,6 +158,14 @@ func TestSharedTokenExpiry(t *testing.T) {
 	if _, life := lifetime(tenants[0]); life != time.Hour {
 		t.Errorf("token issued after the shared expiry: expires_in = %s, want the TokenTTL of 1h", life)
 	}
+	// A tenant that had its shared-expiry token gets a full lifetime on its next one, even before the moment.
+	e.sim.SetTokenExpiry(clock.Now().Add(time.Minute))
+	if _, life := lifetime(tenants[2]); life != time.Minute {
+		t.Errorf("first token after a new SetTokenExpiry: expires_in = %s, want 1m", life)
+	}
+	if _, life := lifetime(tenants[2]); life != time.Hour {
+		t.Errorf("refresh before the shared expiry: expires_in = %s, want the TokenTTL of 1h", life)
+	}
 	// A refused request is logged too.
 	bad := tenants[1]
 	bad.ClientSecret = "wrong"
@@ -169,13 +177,13 @@ func TestSharedTokenExpiry(t *testing.T) {
 	}
 
 	log := e.sim.TokenRequests()
-	if len(log) != 5 {
-		t.Fatalf("token log holds %d requests, want 5: %+v", len(log), log)
+	if len(log) != 7 {
+		t.Fatalf("token log holds %d requests, want 7: %+v", len(log), log)
 	}
 	for i, want := range []struct {
 		tenant string
 		issued bool
-	}{{tenants[0].TenantID, true}, {tenants[1].TenantID, true}, {tenants[2].TenantID, true}, {tenants[0].TenantID, true}, {tenants[1].TenantID, false}} {
+	}{{tenants[0].TenantID, true}, {tenants[1].TenantID, true}, {tenants[2].TenantID, true}, {tenants[0].TenantID, true}, {tenants[2].TenantID, true}, {tenants[2].TenantID, true}, {tenants[1].TenantID, false}} {
 		if log[i].Tenant != strings.ToLower(want.tenant) || log[i].Issued != want.issued {
 			t.Errorf("token log[%d] = %+v, want tenant %s issued %v", i, log[i], want.tenant, want.issued)
 		}
