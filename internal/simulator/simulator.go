@@ -157,10 +157,9 @@ type Simulator struct {
 	perTenant map[string]*TenantCounts
 	// tokenLog is every token request of a known tenant, newest tokenLogCap at most.
 	tokenLog []TokenRequest
-	// tokenExpiresAt, when set, is the moment the next token of every tenant issued before it expires
-	// (SetTokenExpiry); sharedExpiryServed holds the tenants whose token got it.
-	tokenExpiresAt     time.Time
-	sharedExpiryServed map[string]bool
+	// tokenExpiresAt, when set, is the moment every token issued before tokenSharedUntil expires
+	// (SetTokenExpiry).
+	tokenExpiresAt, tokenSharedUntil time.Time
 	// nextPrune is the size of tokens at which expired tokens are next forgotten.
 	nextPrune int
 }

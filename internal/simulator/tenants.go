@@ -60,22 +60,23 @@ func (s *Simulator) TokenRequests() []TokenRequest {
 	return append([]TokenRequest(nil), s.tokenLog...)
 }
 
-// SetTokenExpiry makes the next token of every tenant, issued before at, expire exactly at at, whatever
-// TokenTTL says; later tokens (a refresh, or any token from at on) live TokenTTL, as fresh tokens do. With at
-// a little after the start of a load test, every tenant's first token dies in the same second, like the
-// tokens of a fleet that started together, which is how a token-refresh burst shows. The zero time turns it
-// off.
-func (s *Simulator) SetTokenExpiry(at time.Time) {
+// SetTokenExpiry makes every token issued before until expire exactly at at, whatever TokenTTL says; tokens
+// issued from until on (refreshes) live TokenTTL, as fresh tokens from Entra do. With until a few seconds
+// into a load test and at a little later, every tenant's first token (in every process) dies in the same
+// second, like the tokens of a fleet that started together: that is how a token-refresh burst shows. until
+// after at is taken as at; the zero at turns it off.
+func (s *Simulator) SetTokenExpiry(at, until time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.tokenExpiresAt = at
-	s.sharedExpiryServed = map[string]bool{}
+	if until.After(at) {
+		until = at
+	}
+	s.tokenExpiresAt, s.tokenSharedUntil = at, until
 }
 
-// tokenExpiryLocked returns when a token issued at now for tenant expires.
-func (s *Simulator) tokenExpiryLocked(tenant string, now time.Time) time.Time {
-	if !s.tokenExpiresAt.IsZero() && now.Before(s.tokenExpiresAt) && !s.sharedExpiryServed[tenant] {
-		s.sharedExpiryServed[tenant] = true
+// tokenExpiryLocked returns when a token issued at now expires.
+func (s *Simulator) tokenExpiryLocked(now time.Time) time.Time {
+	if !s.tokenExpiresAt.IsZero() && now.Before(s.tokenSharedUntil) {
 		return s.tokenExpiresAt
 	}
 	return now.Add(s.tokenTTL)

@@ -109,9 +109,9 @@ func TestTenantCountsAndWindowsAreSeparate(t *testing.T) {
 	}
 }
 
-// TestSharedTokenExpiry checks SetTokenExpiry: the first token of each tenant issued before the moment expires
-// at it (expires_in says so, rounded down), a tenant's next token and tokens issued after the moment live
-// TokenTTL, and every request is in the token log with its tenant and time.
+// TestSharedTokenExpiry checks SetTokenExpiry: tokens issued before "until" expire at the shared moment
+// (expires_in says so, rounded down), later ones live TokenTTL, and every request is in the token log with its
+// tenant and time.
 func TestSharedTokenExpiry(t *testing.T) {
 	clock := newFakeClock()
 	tenants := GenerateTenants(3, 3)
@@ -120,7 +120,7 @@ func TestSharedTokenExpiry(t *testing.T) {
 	e.sim.AddAction(act)
 	start := clock.Now()
 	at := start.Add(30 * time.Second)
-	e.sim.SetTokenExpiry(at)
+	e.sim.SetTokenExpiry(at, start.Add(20*time.Second))
 
 	lifetime := func(c Credentials) (string, time.Duration) {
 		t.Helper()
@@ -158,13 +158,15 @@ func TestSharedTokenExpiry(t *testing.T) {
 	if _, life := lifetime(tenants[0]); life != time.Hour {
 		t.Errorf("token issued after the shared expiry: expires_in = %s, want the TokenTTL of 1h", life)
 	}
-	// A tenant that had its shared-expiry token gets a full lifetime on its next one, even before the moment.
-	e.sim.SetTokenExpiry(clock.Now().Add(time.Minute))
+	// A refresh after "until" but before the moment gets a full lifetime.
+	now := clock.Now()
+	e.sim.SetTokenExpiry(now.Add(time.Minute), now.Add(10*time.Second))
 	if _, life := lifetime(tenants[2]); life != time.Minute {
-		t.Errorf("first token after a new SetTokenExpiry: expires_in = %s, want 1m", life)
+		t.Errorf("token before until: expires_in = %s, want 1m", life)
 	}
+	clock.Advance(10 * time.Second)
 	if _, life := lifetime(tenants[2]); life != time.Hour {
-		t.Errorf("refresh before the shared expiry: expires_in = %s, want the TokenTTL of 1h", life)
+		t.Errorf("refresh after until, before the shared expiry: expires_in = %s, want the TokenTTL of 1h", life)
 	}
 	// A refused request is logged too.
 	bad := tenants[1]

@@ -97,7 +97,7 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	token := randomHex(32)
 	s.mu.Lock()
 	s.pruneTokensLocked(now)
-	expires := s.tokenExpiryLocked(strings.ToLower(creds.TenantID), now)
+	expires := s.tokenExpiryLocked(now)
 	s.tokens[token] = issuedToken{tenant: strings.ToLower(creds.TenantID), expires: expires}
 	s.stats.TokensIssued++
 	s.mu.Unlock()
