@@ -40,9 +40,26 @@ func BenchmarkScale(b *testing.B) {
 	}
 	shapes := map[int]shape{
 		// Per tenant 1/1s and 10/20s: 0.5 call/s in the long run, 100/s for all; 20 calls allowed in 40s.
-		200: {limits: "1/1s,10/20s", events: 2, perEvent: 14, measure: 40 * time.Second, expiry: 30 * time.Second},
+		200: {limits: "1/1s,10/20s", events: 2, perEvent: 14, measure: 40 * time.Second, expiry: 32 * time.Second},
 		// Per tenant 1/5s and 4/40s: 0.1 call/s, 100/s for all; 8 calls allowed in 80s.
-		1000: {limits: "1/5s,4/40s", events: 2, perEvent: 5, measure: 80 * time.Second, expiry: 50 * time.Second},
+		1000: {limits: "1/5s,4/40s", events: 2, perEvent: 5, measure: 80 * time.Second, expiry: 60 * time.Second},
+	}
+	// Idle tenants: 1,000 configured, nothing published. What an idle process costs depends on its workers
+	// (each idle worker renews a pull request every 5s), not on its tenants.
+	for _, workers := range []int{8, 1000} {
+		b.Run(fmt.Sprintf("idle/tenants=1000/workers=%d", workers), func(b *testing.B) {
+			base := baseline(b)
+			const idleFor = 10 * time.Second
+			f := scaleRun(b, scaleSpec{tenants: 999, procs: 1, workers: workers, limits: "1/5s", idleFor: idleFor, logLevel: "warn"})
+			perTenant := float64(f.idleRSS[0]-base) / 1000 / 1024
+			b.Logf("1000 idle tenants, %d workers, over %s once ready: CPU %.2f s, %d token requests, %d KV writes; RSS %.1f MiB, %.1f KiB per tenant over the one-tenant idle %.1f MiB",
+				workers, idleFor, f.idleCPU, f.idleTokens, f.idleKVWrites, bigMiB(f.idleRSS[0]), perTenant, bigMiB(base))
+			b.ReportMetric(f.idleCPU/idleFor.Seconds(), "idle_CPU_s/s")
+			b.ReportMetric(float64(f.idleTokens), "idle_token_req")
+			b.ReportMetric(float64(f.idleKVWrites), "idle_KV_writes")
+			b.ReportMetric(perTenant, "idle_RSS_KiB/tenant")
+			b.ReportMetric(0, "ns/op")
+		})
 	}
 	for _, tenants := range []int{200, 1000} {
 		for _, procs := range []int{1, 2, 4} {

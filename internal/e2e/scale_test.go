@@ -407,11 +407,11 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 	cpu0 := scaleCPU(tb, procs)
 	start := time.Now()
 	if s.tokenExpiry > 0 {
-		// Tokens issued in the first half (every tenant's first token in every process) expire together;
-		// the relay refreshes a token of that lifetime after about half of it, so the refreshes come after
-		// that and get a full lifetime.
+		// Tokens issued in the first quarter (every busy tenant's first token) expire together; the relay
+		// refreshes a token of such a short lifetime after about half of it, so the refreshes come later and
+		// get a full lifetime.
 		f.expiry = start.Add(s.tokenExpiry)
-		f.tokenUntil = start.Add(s.tokenExpiry / 2)
+		f.tokenUntil = start.Add(s.tokenExpiry / 4)
 		e.sim.SetTokenExpiry(f.expiry, f.tokenUntil)
 	}
 	e.waitStream(tb, cfg.SourceStream)
@@ -446,6 +446,9 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 
 	// The trickle starts once every backlogged tenant has made calls: their backlogs hold the workers.
 	waitFor(tb, 120*time.Second, "every backlogged tenant's first call", func() bool {
+		if s.events == 0 {
+			return true
+		}
 		counts := e.sim.AllTenantCounts()
 		n := 0
 		for i := range s.tenants {
