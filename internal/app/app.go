@@ -437,6 +437,9 @@ func (a *App) serveHTTP() (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.o.Registry, promhttp.HandlerOpts{}))
+	if a.cfg.Pprof {
+		registerPprof(mux)
+	}
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("healthy\n"))
 	})
@@ -447,9 +450,6 @@ func (a *App) serveHTTP() (*http.Server, error) {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
-	if a.cfg.Pprof {
-		registerPprof(mux)
-	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

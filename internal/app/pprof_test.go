@@ -91,3 +91,21 @@ func get(t *testing.T, url string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// TestPprofProfileOutlastsWriteTimeout checks that a CPU profile may run longer than the server's write
+// timeout, which bounds every other response (net/http/pprof moves the deadline of its own response).
+func TestPprofProfileOutlastsWriteTimeout(t *testing.T) {
+	mux := http.NewServeMux()
+	registerPprof(mux)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, WriteTimeout: time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	status, body := get(t, "http://"+ln.Addr().String()+"/debug/pprof/profile?seconds=2")
+	if status != http.StatusOK || len(body) == 0 {
+		t.Fatalf("2s profile behind a 1s write timeout: status %d, %d bytes: %.200s", status, len(body), body)
+	}
+}
