@@ -94,18 +94,23 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	s.issueToken(w, creds.TenantID, now)
+	issued = true
+}
+
+// issueToken records and writes a new access token for tenantID.
+func (s *Simulator) issueToken(w http.ResponseWriter, tenantID string, now time.Time) {
 	token := randomHex(32)
 	s.mu.Lock()
 	s.pruneTokensLocked(now)
 	expires := s.tokenExpiryLocked(now)
-	s.tokens[token] = issuedToken{tenant: strings.ToLower(creds.TenantID), expires: expires}
+	s.tokens[token] = issuedToken{tenant: strings.ToLower(tenantID), expires: expires}
 	s.stats.TokensIssued++
 	s.mu.Unlock()
-	issued = true
 	// expires_in is whole seconds, rounded down (at least 1), so that the client never believes a token
 	// lives longer than it does.
 	ttl := max(expires.Sub(now)/time.Second*time.Second, time.Second)
-	s.log.Debug().Str("tenant", creds.TenantID).Dur("ttl", ttl).Msg("token issued")
+	s.log.Debug().Str("tenant", tenantID).Float64("ttl_seconds", ttl.Seconds()).Msg("token issued")
 
 	body, _ := json.Marshal(struct {
 		TokenType    string `json:"token_type"`
