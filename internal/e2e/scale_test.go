@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/simulator"
 )
 
@@ -323,20 +322,20 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 
 	// The backlog: every tenant's actions, then published round-robin (event 1 of every tenant, event 2...).
 	perTenant := make([][]simulator.Action, s.tenants)
-	want := map[string]int{} // Nats-Msg-Id -> tenant index
+	want := map[string]int{} // scaleCommandID -> tenant index
 	for i := range s.tenants {
 		perTenant[i] = simulator.GenerateTenantActions(creds[i].TenantID, s.events, s.perEvent, 64, int64(i+1))
 		e.sim.AddActions(perTenant[i]...)
 		for _, a := range perTenant[i] {
 			for _, c := range a.MachineAction.Commands {
-				want[relay.MsgID(a.MachineAction.ID, c.Index)] = i
+				want[scaleCommandID(a.MachineAction.ID, c.Index)] = i
 			}
 		}
 	}
 	trickle := simulator.GenerateTenantActions(creds[trickleIdx].TenantID, s.trickle, 1, 64, 999_999)
 	e.sim.AddActions(trickle...)
 	for _, a := range trickle {
-		want[relay.MsgID(a.MachineAction.ID, 0)] = trickleIdx
+		want[scaleCommandID(a.MachineAction.ID, 0)] = trickleIdx
 	}
 
 	procs := make([]*proc, s.procs)
@@ -366,7 +365,11 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 	)
 	sub, err := e.nc.Subscribe(cfg.ResultSubjectPrefix+".trickle.>", func(m *nats.Msg) {
 		now := time.Now()
-		id, _, _ := strings.Cut(m.Header.Get("Nats-Msg-Id"), ".")
+		var ev scaleResult
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return // counted as unexpected when the stream is read
+		}
+		id := strings.ToLower(ev.ActionID)
 		mu.Lock()
 		if _, dup := arrived[id]; !dup {
 			arrived[id] = now
@@ -551,9 +554,6 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 	for i, a := range trickle {
 		got, ok := arrived[strings.ToLower(a.MachineAction.ID)]
 		if !ok {
-			got, ok = arrived[a.MachineAction.ID]
-		}
-		if !ok {
 			tb.Errorf("trickle event %s: no result seen on the subscription", a.MachineAction.ID)
 			continue
 		}
@@ -570,7 +570,12 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 		tb.Fatalf("reading the results: %v", err)
 	}
 	for _, m := range msgs {
-		id := m.Headers().Get("Nats-Msg-Id")
+		var ev scaleResult
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			f.unexpected++
+			continue
+		}
+		id := scaleCommandID(ev.ActionID, ev.Index)
 		if _, ok := want[id]; !ok {
 			f.unexpected++
 			continue
@@ -628,6 +633,18 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 		}
 	}
 	return f
+}
+
+// scaleResult is the part of a result event that names its command.
+type scaleResult struct {
+	ActionID string `json:"actionId"`
+	Index    int    `json:"index"`
+}
+
+// scaleCommandID names one command of one action. (Results are matched on their body: the Nats-Msg-Id format
+// is the relay's business.)
+func scaleCommandID(actionID string, index int) string {
+	return strings.ToLower(actionID) + "." + strconv.Itoa(index)
 }
 
 // scaleMetric returns the sum of a metric's samples in a /metrics page.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,7 +114,7 @@ func TestTenantCountsAndWindowsAreSeparate(t *testing.T) {
 // (expires_in says so, rounded down), later ones live TokenTTL, and every request is in the token log with its
 // tenant and time.
 func TestSharedTokenExpiry(t *testing.T) {
-	clock := newFakeClock()
+	clock := &stepClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 	tenants := GenerateTenants(3, 3)
 	e := newEnv(t, Config{ExtraTenants: tenants, TokenTTL: time.Hour, Clock: clock.Now})
 	act := GenerateActions(1, 1, 16, 9)[0]
@@ -237,4 +238,22 @@ func TestThousandTenants(t *testing.T) {
 	if got := len(e.sim.TokenRequests()); got != n {
 		t.Errorf("token log holds %d requests, want %d", got, n)
 	}
+}
+
+// stepClock is a clock the test moves by hand.
+type stepClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *stepClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
