@@ -204,7 +204,7 @@ func TestSharedTokenExpiry(t *testing.T) {
 func TestThousandTenants(t *testing.T) {
 	const n = 1000
 	tenants := GenerateTenants(n, 4)
-	if again := GenerateTenants(n, 4); again[n-1] != tenants[n-1] {
+	if again := GenerateTenants(n, 4)[n-1]; again.TenantID != tenants[n-1].TenantID || again.ClientSecret != tenants[n-1].ClientSecret {
 		t.Errorf("GenerateTenants is not reproducible for a seed")
 	}
 	ids := map[string]bool{}
