@@ -30,6 +30,10 @@ import (
 // the KV budget. TestScaleManyTenants runs it at 50 tenants within `go test ./...`; BenchmarkScale at 200
 // and 1,000 tenants (scale_bench_test.go).
 
+// scaleStartup is how long the processes of a scale run are given to start (and to fetch their tokens, if
+// they do that at start) before the token lifetimes of a shared expiry begin to count.
+const scaleStartup = 20 * time.Second
+
 // scaleSpec is one scale run.
 type scaleSpec struct {
 	tenants  int    // backlogged tenants
@@ -92,6 +96,7 @@ type scaleFigures struct {
 	cpu              float64 // utime+stime of every process from the first publish to the last result, seconds
 	idleCPU          float64 // utime+stime of every process during idleFor, seconds
 	idleTokens       int     // token requests during idleFor
+	startTokens      int     // token requests before idleFor (a relay may fetch tokens at start)
 	idleKVWrites     uint64  // quota KV writes during idleFor
 	kvWrites         uint64  // quota KV writes stored (stream sequence delta) from the first publish to the end
 	kvTapMsgs        int64   // quota KV publishes seen on the wire (includes compare-and-swap attempts refused)
@@ -338,6 +343,17 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 		want[scaleCommandID(a.MachineAction.ID, 0)] = trickleIdx
 	}
 
+	var expiry, tokenUntil time.Time
+	if s.tokenExpiry > 0 {
+		// Every token issued in the first part of the run expires at the same moment: the processes' first
+		// tokens, whether they fetch them at start or at a tenant's first call, as in a fleet that started
+		// together. Refreshes come later (the relay replaces a token in the last half of its life at the
+		// earliest) and get a full lifetime. The moments are set before the processes start and allow them
+		// scaleStartup to come up.
+		base := time.Now().Add(scaleStartup)
+		expiry, tokenUntil = base.Add(s.tokenExpiry), base.Add(s.tokenExpiry/4)
+		e.sim.SetTokenExpiry(expiry, tokenUntil)
+	}
 	procs := make([]*proc, s.procs)
 	addrs := make([]string, s.procs)
 	for i := range procs {
@@ -394,7 +410,17 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 	}
 
 	if s.idleFor > 0 {
-		// Idle tenants must cost nothing: no token request, no KV write, (almost) no CPU.
+		// Idle tenants must cost nothing: no token request, no KV write, (almost) no CPU. A relay that fetches
+		// its tenants' tokens at start may still be doing so once ready: the idle period starts when the token
+		// requests have stopped for 2s.
+		last, lastChange := len(e.sim.TokenRequests()), time.Now()
+		waitFor(tb, 120*time.Second, "the token requests of the start to stop", func() bool {
+			if n := len(e.sim.TokenRequests()); n != last {
+				last, lastChange = n, time.Now()
+			}
+			return time.Since(lastChange) >= 2*time.Second
+		})
+		f.startTokens = last
 		cpu0, tok0 := scaleCPU(tb, procs), len(e.sim.TokenRequests())
 		seq0, _, _ := scaleKVSeq(tb, e, cfg.QuotaBucket)
 		idleUntil := time.Now().Add(s.idleFor)
@@ -409,14 +435,7 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 	tap.on.Store(true)
 	cpu0 := scaleCPU(tb, procs)
 	start := time.Now()
-	if s.tokenExpiry > 0 {
-		// Tokens issued in the first quarter (every busy tenant's first token) expire together; the relay
-		// refreshes a token of such a short lifetime after about half of it, so the refreshes come later and
-		// get a full lifetime.
-		f.expiry = start.Add(s.tokenExpiry)
-		f.tokenUntil = start.Add(s.tokenExpiry / 4)
-		e.sim.SetTokenExpiry(f.expiry, f.tokenUntil)
-	}
+	f.expiry, f.tokenUntil = expiry, tokenUntil
 	e.waitStream(tb, cfg.SourceStream)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -713,7 +732,7 @@ func scaleSummary(f scaleFigures) string {
 			float64(f.kvTapMsgs)/float64(f.admitted))
 	}
 	if s.idleFor > 0 {
-		row("idle "+s.idleFor.String()+": CPU, token requests, KV writes", "%.2f s, %d, %d", f.idleCPU, f.idleTokens, f.idleKVWrites)
+		row("idle "+s.idleFor.String()+": CPU, token requests, KV writes", "%.2f s, %d, %d (%d token requests at start)", f.idleCPU, f.idleTokens, f.idleKVWrites, f.startTokens)
 	}
 	if !f.expiry.IsZero() {
 		row("tokens: first, refreshes (busiest s, min)", "%d, %d (%d, %d)", f.tokenFirst, f.tokenRefreshes, f.tokenPeakSecond, f.tokenMinute)
