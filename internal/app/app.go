@@ -572,6 +572,9 @@ func (a *App) serveHTTP() (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.o.Registry, promhttp.HandlerOpts{}))
+	if a.cfg.Pprof {
+		registerPprof(mux)
+	}
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("healthy\n"))
 	})

@@ -108,7 +108,9 @@ type Config struct {
 	TenantDeferDelay time.Duration `envconfig:"TENANT_DEFER_DELAY" default:"10s" desc:"Delay before an event deferred by the tenant cap is redelivered; one deferred for budget comes back when the budget frees (deferrals do not count toward LR_MAX_DELIVER)."`
 	DeferralsBucket  string        `envconfig:"DEFERRALS_BUCKET" default:"lr-deferrals" desc:"KV bucket recording deliveries deferred by the tenant gate (cap or budget)."`
 
-	HTTPAddr  string `envconfig:"HTTP_ADDR" default:":9090" desc:"Address of /metrics, /-/healthy and /-/ready (empty disables)."`
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:":9090" desc:"Address of /metrics, /-/healthy and /-/ready (empty disables)."`
+	// Profiling (issue 12).
+	Pprof     bool   `envconfig:"PPROF" default:"false" desc:"Serve the Go profiler (net/http/pprof) under /debug/pprof/ on LR_HTTP_ADDR; keep that address private."`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
 	LogFormat string `envconfig:"LOG_FORMAT" default:"json" desc:"json, or console for people."`
 }

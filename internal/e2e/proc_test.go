@@ -18,7 +18,7 @@ var (
 	buildErr  error
 )
 
-func relayBinary(t *testing.T) string {
+func relayBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "lr-relay-e2e-bin-")
@@ -55,7 +55,7 @@ type proc struct {
 // is race-checked), while the detector slows the JetStream server and the simulator in this process several
 // times over, which distorts exactly what these tests measure (calls against a sliding window, timings of
 // kills and restarts). The plain `go test ./...` pass, which CI runs first, runs them.
-func (e *env) startProc(t *testing.T, name string, extra map[string]string) *proc {
+func (e *env) startProc(t testing.TB, name string, extra map[string]string) *proc {
 	t.Helper()
 	if raceEnabled {
 		t.Skip("process tests run in the plain (non -race) pass; see startProc")

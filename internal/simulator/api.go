@@ -156,7 +156,13 @@ func (s *Simulator) gate(w http.ResponseWriter, r *http.Request, ep Endpoint) (s
 	} else {
 		v = l.admit(now, s.windows[ep])
 	}
+	counts := s.tenantLocked(tenant)
 	if !v.admitted {
+		if ep == EndpointLinks {
+			counts.LinksThrottled++
+		} else {
+			counts.ActionsThrottled++
+		}
 		s.stats.Throttled++
 		if v.duringRetry {
 			s.stats.CallsDuringRetryAfter++
@@ -168,6 +174,11 @@ func (s *Simulator) gate(w http.ResponseWriter, r *http.Request, ep Endpoint) (s
 		s.writeAPIError(w, http.StatusTooManyRequests, "TooManyRequests",
 			"Rate limit is exceeded. Try again in "+strconv.FormatInt(int64(v.retryAfter/time.Second), 10)+" seconds.")
 		return "", false
+	}
+	if ep == EndpointLinks {
+		counts.LinksAdmitted++
+	} else {
+		counts.ActionsAdmitted++
 	}
 	fault := s.rollCallFaultLocked(f)
 	s.mu.Unlock()

@@ -211,6 +211,15 @@ type Simulator struct {
 	actions   map[string]Action
 	throttles map[throttleKey]*slidingLog
 	stats     Stats
+	// perTenant holds the counters of the tenants that made requests, keyed by lowercase tenant id.
+	perTenant map[string]*TenantCounts
+	// tokenLog is every token request of a known tenant, newest tokenLogCap at most.
+	tokenLog []TokenRequest
+	// tokenExpiresAt, when set, is the moment every token issued before tokenSharedUntil expires
+	// (SetTokenExpiry).
+	tokenExpiresAt, tokenSharedUntil time.Time
+	// nextPrune is the size of tokens at which expired tokens are next forgotten.
+	nextPrune int
 }
 
 type issuedToken struct {
@@ -319,6 +328,7 @@ func New(cfg Config) (*Simulator, error) {
 		actions:   map[string]Action{},
 		throttles: map[throttleKey]*slidingLog{},
 		stats:     Stats{FaultsInjected: map[string]int{}},
+		perTenant: map[string]*TenantCounts{},
 	}
 	// The signing key only has to be unguessable by the client; crypto/rand keeps it out of the seeded
 	// fault sequence.

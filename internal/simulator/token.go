@@ -20,6 +20,16 @@ const maxTokenForm = 64 << 10
 // token from a trusted issuer (see checkAssertion).
 func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
+	// Every request for a known tenant goes into the tenant's counters and the token log, issued or not.
+	tenantKey := strings.ToLower(r.PathValue("tenant"))
+	issued := false
+	if _, known := s.creds[tenantKey]; known {
+		defer func() {
+			s.mu.Lock()
+			s.logTokenLocked(tenantKey, now, issued)
+			s.mu.Unlock()
+		}()
+	}
 	s.mu.Lock()
 	s.stats.TokenCalls++
 	f := s.faults.withDefaults()
@@ -103,28 +113,29 @@ func (s *Simulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.issueToken(w, creds.TenantID, now)
+	issued = true
 }
 
 // issueToken records and writes a new access token for tenantID.
 func (s *Simulator) issueToken(w http.ResponseWriter, tenantID string, now time.Time) {
 	token := randomHex(32)
 	s.mu.Lock()
-	for k, t := range s.tokens {
-		if !now.Before(t.expires) {
-			delete(s.tokens, k)
-		}
-	}
-	s.tokens[token] = issuedToken{tenant: strings.ToLower(tenantID), expires: now.Add(s.tokenTTL)}
+	s.pruneTokensLocked(now)
+	expires := s.tokenExpiryLocked(now)
+	s.tokens[token] = issuedToken{tenant: strings.ToLower(tenantID), expires: expires}
 	s.stats.TokensIssued++
 	s.mu.Unlock()
-	s.log.Debug().Str("tenant", tenantID).Float64("ttl_seconds", s.tokenTTL.Seconds()).Msg("token issued")
+	// expires_in is whole seconds, rounded down (at least 1), so that the client never believes a token
+	// lives longer than it does.
+	ttl := max(expires.Sub(now)/time.Second*time.Second, time.Second)
+	s.log.Debug().Str("tenant", tenantID).Float64("ttl_seconds", ttl.Seconds()).Msg("token issued")
 
 	body, _ := json.Marshal(struct {
 		TokenType    string `json:"token_type"`
 		ExpiresIn    int64  `json:"expires_in"`
 		ExtExpiresIn int64  `json:"ext_expires_in"`
 		AccessToken  string `json:"access_token"`
-	}{"Bearer", int64(s.tokenTTL / time.Second), int64(s.tokenTTL / time.Second), token})
+	}{"Bearer", int64(ttl / time.Second), int64(ttl / time.Second), token})
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, body)
 }
