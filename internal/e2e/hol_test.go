@@ -54,14 +54,14 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 	e.waitStream(t, cfg.SourceStream)
 	e.waitStream(t, cfg.ResultStream)
 
-	// Every result, timed as it is stored, by Nats-Msg-Id (one per command).
+	// Every result, timed as it is stored, by <actionId>.<index> (Nats-Msg-Id less its tenant; one per command).
 	var (
 		mu      sync.Mutex
 		arrived = map[string]time.Time{}
 		dups    int
 	)
 	sub, err := e.nc.Subscribe(cfg.ResultSubjectPrefix+".>", func(m *nats.Msg) {
-		id := m.Header.Get("Nats-Msg-Id")
+		_, id, _ := strings.Cut(m.Header.Get("Nats-Msg-Id"), ".")
 		mu.Lock()
 		defer mu.Unlock()
 		if _, dup := arrived[id]; dup {
@@ -107,7 +107,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		published[a.MachineAction.ID+".0"] = time.Now()
+		published[strings.ToLower(a.MachineAction.ID)+".0"] = time.Now()
 		e.publishRaw(t, cfg, payload)
 	}
 	want += trickle

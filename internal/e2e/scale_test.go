@@ -323,6 +323,8 @@ func scaleRun(tb testing.TB, s scaleSpec) scaleFigures {
 		"LR_TENANTS_FILE": path, "LR_MDE_TENANT_ID": "", "LR_MDE_CLIENT_ID": "", "LR_MDE_CLIENT_SECRET": "",
 		"LR_RATE_LIMITS": s.limits, "LR_QUOTA_SKEW_MARGIN": margin.String(), "LR_LOG_LEVEL": logLevel,
 		"LR_WORKERS": strconv.Itoa(s.workers), "LR_QUOTA_REPLICAS": strconv.Itoa(s.procs),
+		// Scaled like the windows: the default 10s suits minute-long windows, not second-long ones.
+		"LR_TENANT_DEFER_DELAY": "1s",
 	}
 
 	// The backlog: every tenant's actions, then published round-robin (event 1 of every tenant, event 2...).
@@ -761,8 +763,10 @@ func TestScaleManyTenants(t *testing.T) {
 		// More workers than tenants, fewer than backlog events: every tenant can always have an event in
 		// flight, and the trickle's events still arrive behind the others' backlogs in the stream.
 		workers: 40,
-		// Per tenant 4/1s and 12/5s: 2.4 calls/s in the long run, 120/s for all 50.
-		limits: "4/1s,12/5s", events: 4, perEvent: 10, measure: 10 * time.Second,
+		// Per tenant 4/1s and 12/5s: 2.4 calls/s in the long run, 120/s for all 50. Events of 2 commands: like
+		// the real windows (100/1m) against a live response of a few commands, an event fits in the shortest
+		// window, so the relay can wait for room for all of its calls before it takes a worker.
+		limits: "4/1s,12/5s", events: 20, perEvent: 2, measure: 10 * time.Second,
 		trickle: 5, trickleGap: time.Second,
 	}
 	f := scaleRun(t, s)
