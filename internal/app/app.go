@@ -146,7 +146,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	var (
 		router  relay.Router
-		tenants int
+		tenants []string
 	)
 	if err := a.untilJetStream(ctx, "binding the quota buckets", func() (err error) {
 		a.mu.Lock()
@@ -159,7 +159,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return err
 	}
 	tenantWorkers := a.cfg.TenantMaxWorkers
-	if tenantWorkers == 0 && tenants > 1 {
+	if tenantWorkers == 0 && len(tenants) > 1 {
 		tenantWorkers = max(1, (a.cfg.Workers+1)/2)
 	}
 	// Deliveries that wait on purpose (the tenant gate, rejected credentials) are recorded here so that they
@@ -205,7 +205,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		TenantWorkers: tenantWorkers, TenantParked: tenantParked, DeferDelay: a.cfg.TenantDeferDelay,
 		Deferrals: deferrals, Payloads: store, MaxPayload: int(nc.MaxPayload()),
 		MaxEventBytes: a.cfg.MaxEventBytes, MaxCommands: a.cfg.MaxCommands, MaxResultBytesPerEvent: a.cfg.MaxResultBytesPerEvent,
-		AuthRetryDelay: a.cfg.TenantAuthRetry, Version: Version,
+		AuthRetryDelay: a.cfg.TenantAuthRetry, Version: Version, TenantNames: tenants,
 	})
 	if err != nil {
 		return err
@@ -420,12 +420,12 @@ func (a *App) drain(nc *nats.Conn) {
 func userAgent() string { return "MdePartner-LrRelay-lr-relay/" + Version }
 
 // tenants builds a Defender client per tenant, each with its own limiter keys, and the router.
-func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router, int, error) {
+func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router, []string, error) {
 	var specs []tenant.Spec
 	if a.cfg.HasDefaultTenant() {
 		secret, err := a.cfg.ClientSecret()
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
 		specs = append(specs, tenant.Spec{
 			Name: tenant.DefaultName, TenantID: a.cfg.TenantID(), ClientID: a.cfg.ClientID(), ClientSecret: secret,
@@ -437,15 +437,15 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	if a.cfg.TenantsFile != "" {
 		more, err := tenant.Load(a.cfg.TenantsFile)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
 		specs = append(specs, more...)
 	}
 	if len(specs) == 0 {
-		return nil, 0, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and a credential (LR_MDE_CLIENT_SECRET_FILE, LR_MDE_CLIENT_CERT_FILE, or LR_MDE_AUTH=workload-identity or managed-identity), or LR_TENANTS_FILE")
+		return nil, nil, errors.New("no tenant configured: set LR_MDE_TENANT_ID, LR_MDE_CLIENT_ID and a credential (LR_MDE_CLIENT_SECRET_FILE, LR_MDE_CLIENT_CERT_FILE, or LR_MDE_AUTH=workload-identity or managed-identity), or LR_TENANTS_FILE")
 	}
 	if err := tenant.Validate(specs); err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	httpClient := &http.Client{Transport: &http.Transport{
 		Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: max(16, a.cfg.Workers), IdleConnTimeout: 90 * time.Second,
@@ -457,18 +457,18 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	for _, s := range specs {
 		limiters, links, err := a.limitersOf(ctx, js, s)
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
 		quota.InitMetrics(a.o.Registry, quota.Key{Tenant: s.Name, Endpoint: quota.EndpointLinks}, quota.Key{Tenant: s.Name, Endpoint: quota.EndpointActions})
 		mc, err := s.MDEConfig(userAgent())
 		if err != nil {
-			return nil, 0, err
+			return nil, nil, err
 		}
 		mc.RequestTimeout = a.cfg.MDERequestTimeout
 		client, err := mde.New(mc, httpClient, limiters, a.log, // mde adds component and tenant
 			mde.WithRegisterer(a.o.Registry))
 		if err != nil {
-			return nil, 0, fmt.Errorf("tenant %q: %w", s.Name, err)
+			return nil, nil, fmt.Errorf("tenant %q: %w", s.Name, err)
 		}
 		clients = append(clients, client)
 		key := quota.Key{Tenant: s.Name, Endpoint: quota.EndpointLinks}
@@ -492,7 +492,11 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 	// It never stops the start: a tenant whose credentials are rejected only has its events wait. The
 	// goroutine ends with ctx (each check is bounded by LR_MDE_REQUEST_TIMEOUT).
 	go mde.CheckAuthAll(checkCtx, clients, 8, 30*time.Second)
-	return rt.Route, len(specs), nil
+	names := make([]string, len(specs))
+	for i, sp := range specs {
+		names[i] = sp.Name
+	}
+	return rt.Route, names, nil
 }
 
 // limitersOf returns the call budget of one tenant: one limiter per endpoint, because each endpoint has its own

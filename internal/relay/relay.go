@@ -86,6 +86,8 @@ type Options struct {
 	MaxResultBytesPerEvent int
 	// AuthRetryDelay is how long an event waits when its tenant's credentials are rejected.
 	AuthRetryDelay time.Duration
+	// TenantNames are the configured tenants: their per-tenant counters start at zero.
+	TenantNames []string
 	// Version is lr-relay's version, written into dead-letter records.
 	Version string
 	// OnResult, when set, is called after each result's PubAck (the demo prints results with it).
@@ -147,7 +149,12 @@ func New(o Options) (*Relay, error) {
 	// Parked events count toward the consumer's MaxAckPending (1000 when provisioned): keep well below it so
 	// that pulls always reach the events behind them.
 	maxTotal := max(o.TenantParked, min(8*o.Workers, 500))
-	return &Relay{o: o, log: o.Logger, metrics: newMetrics(o.Registerer), gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal)}, nil
+	m := newMetrics(o.Registerer)
+	for _, name := range o.TenantNames {
+		m.parked.WithLabelValues(name)
+		m.deferred.WithLabelValues(name)
+	}
+	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.
