@@ -182,6 +182,7 @@ func (e *entraEnv) client(mutate func(*Config), reg prometheus.Registerer) (*Cli
 	cfg := Config{
 		APIURL: e.srv.URL, TokenURL: e.srv.URL + "/{tenant}/oauth2/v2.0/token", Scope: entraScopeAPI,
 		TenantID: entraTenant, ClientID: entraClient, Tenant: "contoso", RequestTimeout: 10 * time.Second,
+		UserAgent: "MdePartner-LrRelay-lr-relay/test", MaxThrottleRetries: 5,
 	}
 	mutate(&cfg)
 	logs := &testutil.SyncBuffer{}
