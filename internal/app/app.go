@@ -464,7 +464,7 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		if err != nil {
 			return nil, nil, err
 		}
-		mc.RequestTimeout = a.cfg.MDERequestTimeout
+		mc.RequestTimeout, mc.MaxThrottleRetries = a.cfg.MDERequestTimeout, a.cfg.MDEMaxThrottleRetries
 		client, err := mde.New(mc, httpClient, limiters, a.log, // mde adds component and tenant
 			mde.WithRegisterer(a.o.Registry))
 		if err != nil {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/embedded"
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // TestReadyShowsTenantAuth runs the app with two tenants, one of whose secrets the token endpoint rejects:
@@ -72,19 +74,15 @@ func TestReadyShowsTenantAuth(t *testing.T) {
 		}
 	}()
 
-	deadline := time.Now().Add(20 * time.Second)
-	var ok bool
 	var why string
-	for {
+	testutil.Eventually(t, 20*time.Second, func() error {
+		var ok bool
 		ok, why = a.Ready()
 		if ok && strings.Contains(why, "tenant fabrikam auth: credentials rejected") && !strings.Contains(why, "tenant default") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Ready = %v, %q; want ready, naming fabrikam's rejected credentials and not the default tenant", ok, why)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("Ready = %v, %q; want ready, naming fabrikam's rejected credentials and not the default tenant", ok, why)
+	})
 	if !strings.Contains(why, "AADSTS7000215") || strings.Contains(why, "revoked") {
 		t.Errorf("Ready detail %q: want the AADSTS code and no secret", why)
 	}

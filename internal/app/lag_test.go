@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // TestLagSampler reads a real consumer's lag from an embedded server: pending, ack pending, redelivered, the
@@ -124,10 +126,7 @@ func TestLagSampler(t *testing.T) {
 		}
 	}
 	var again jetstream.Msg
-	for deadline := time.Now().Add(10 * time.Second); again == nil; {
-		if time.Now().After(deadline) {
-			t.Fatal("the nak'ed message was not delivered again within 10s")
-		}
+	testutil.Eventually(t, 10*time.Second, func() error {
 		b, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			t.Fatal(err)
@@ -139,7 +138,11 @@ func TestLagSampler(t *testing.T) {
 				held = append(held, m)
 			}
 		}
-	}
+		if again == nil {
+			return errors.New("the nak'ed message was not delivered again")
+		}
+		return nil
+	})
 	sample()
 	expect("redelivered", s.m.redelivered, 1)
 	expect("ack pending while redelivered", s.m.ackPending, float64(1+len(held)))

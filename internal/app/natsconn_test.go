@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/config"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 func TestRedactNATSURLs(t *testing.T) {
@@ -297,7 +296,7 @@ func TestNATSConnectionModes(t *testing.T) {
 				"LR_NATS_NKEY_SEED_FILE", "LR_NATS_USER", "LR_NATS_PASSWORD_FILE", "LR_NATS_TOKEN_FILE", "LR_NATS_CREDS_FILE"} {
 				vars[k] = tc.vars[k]
 			}
-			logs := &lockedBuffer{}
+			logs := &testutil.SyncBuffer{}
 			a := &App{cfg: testConfig(t, vars), log: zerolog.New(logs)}
 			start := time.Now()
 			nc, err := a.connect(func(error) {})
@@ -364,7 +363,7 @@ func TestNATSInboxPrefixAndDomain(t *testing.T) {
 		{"another domain", "_RELAY_INBOX", "elsewhere", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			logs := &lockedBuffer{}
+			logs := &testutil.SyncBuffer{}
 			a := &App{cfg: testConfig(t, map[string]string{
 				"LR_NATS_URL": s.ClientURL(), "LR_NATS_USER": "relay", "LR_NATS_PASSWORD_FILE": passwordFile,
 				"LR_NATS_INBOX_PREFIX": tc.prefix, "LR_NATS_JS_DOMAIN": tc.domain,
@@ -416,7 +415,7 @@ func TestNATSPasswordChangeOnTheServer(t *testing.T) {
 			}
 			t.Cleanup(s.Shutdown)
 			passwordFile := writeFile(t, t.TempDir(), "password", "old")
-			logs := &lockedBuffer{}
+			logs := &testutil.SyncBuffer{}
 			a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_USER": "relay",
 				"LR_NATS_PASSWORD_FILE": passwordFile}), log: zerolog.New(logs)}
 			closed := make(chan error, 1)
@@ -460,24 +459,6 @@ func TestNATSPasswordChangeOnTheServer(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer lets the NATS client's callback goroutines log into one buffer that the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // operatorServer starts a server in operator (JWT) mode with one account that may use JetStream, and returns
@@ -546,7 +527,7 @@ func TestNATSCredsFile(t *testing.T) {
 	s, creds, foreign := operatorServer(t)
 	t.Run("trusted", func(t *testing.T) {
 		a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_CREDS_FILE": creds}),
-			log: zerolog.New(&lockedBuffer{})}
+			log: zerolog.New(&testutil.SyncBuffer{})}
 		nc, err := a.connect(func(error) {})
 		if err != nil {
 			t.Fatal(err)
@@ -564,7 +545,7 @@ func TestNATSCredsFile(t *testing.T) {
 	})
 	t.Run("unknown account", func(t *testing.T) {
 		a := &App{cfg: testConfig(t, map[string]string{"LR_NATS_URL": s.ClientURL(), "LR_NATS_CREDS_FILE": foreign}),
-			log: zerolog.New(&lockedBuffer{})}
+			log: zerolog.New(&testutil.SyncBuffer{})}
 		nc, err := a.connect(func(error) {})
 		if err == nil {
 			nc.Close()

@@ -54,6 +54,8 @@ type Config struct {
 	MDEClientSecret     string        `envconfig:"MDE_CLIENT_SECRET" desc:"Client secret (prefer LR_MDE_CLIENT_SECRET_FILE)."`
 	MDEClientSecretFile string        `envconfig:"MDE_CLIENT_SECRET_FILE" desc:"File holding the client secret."`
 	MDERequestTimeout   time.Duration `envconfig:"MDE_REQUEST_TIMEOUT" default:"30s" desc:"Timeout of one Defender API request."`
+	// MDE client defaults (h12): mde.New requires these filled; checked in mde.go.
+	MDEMaxThrottleRetries int `envconfig:"MDE_MAX_THROTTLE_RETRIES" default:"5" desc:"How many 429 answers one Defender call absorbs, pausing the tenant each time, before it fails; 0 means none."`
 	// Entra authentication
 	MDEAuth                   string `envconfig:"MDE_AUTH" desc:"How the default tenant authenticates: secret, certificate, workload-identity or managed-identity; empty means secret, or certificate when only LR_MDE_CLIENT_CERT_FILE is set."`
 	MDEClientCertFile         string `envconfig:"MDE_CLIENT_CERT_FILE" desc:"Certificate with its private key (PEM, or PFX) for LR_MDE_AUTH=certificate; re-read when it changes."`
@@ -211,6 +213,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateDownloadBounds()...)
 	c.validateResults(bad)
+	c.validateMDE(bad)
 	if c.StreamReplicas < 1 || c.StreamReplicas > 5 {
 		bad("STREAM_REPLICAS", "must be between 1 and 5, got %d", c.StreamReplicas)
 	}

@@ -38,14 +38,16 @@ func TestDefaultsAreValid(t *testing.T) {
 // all at once.
 func TestValidateReportsEveryProblem(t *testing.T) {
 	setAll(t, map[string]string{
-		"LR_WORKERS":                "0",
-		"LR_CONSUMER":               "has space",
-		"LR_MAX_DELIVER":            "0",
-		"LR_LOG_LEVEL":              "loud",
-		"LR_MDE_CLIENT_SECRET":      "x",
-		"LR_MDE_CLIENT_SECRET_FILE": "/tmp/x",
-		"LR_INLINE_MAX_BYTES":       "10",
-		"LR_RESULT_SUBJECT_PREFIX":  "a.*",
+		"LR_WORKERS":                  "0",
+		"LR_CONSUMER":                 "has space",
+		"LR_MAX_DELIVER":              "0",
+		"LR_LOG_LEVEL":                "loud",
+		"LR_MDE_CLIENT_SECRET":        "x",
+		"LR_MDE_CLIENT_SECRET_FILE":   "/tmp/x",
+		"LR_INLINE_MAX_BYTES":         "10",
+		"LR_RESULT_SUBJECT_PREFIX":    "a.*",
+		"LR_MDE_REQUEST_TIMEOUT":      "0s",
+		"LR_MDE_MAX_THROTTLE_RETRIES": "-1",
 	})
 	c, err := Load()
 	if err != nil {
@@ -56,7 +58,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Validate accepted a bad configuration")
 	}
 	for _, name := range []string{"LR_WORKERS", "LR_CONSUMER", "LR_MAX_DELIVER", "LR_LOG_LEVEL",
-		"LR_MDE_CLIENT_SECRET_FILE", "LR_INLINE_MAX_BYTES", "LR_RESULT_SUBJECT_PREFIX"} {
+		"LR_MDE_CLIENT_SECRET_FILE", "LR_INLINE_MAX_BYTES", "LR_RESULT_SUBJECT_PREFIX", "LR_MDE_REQUEST_TIMEOUT",
+		"LR_MDE_MAX_THROTTLE_RETRIES"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}

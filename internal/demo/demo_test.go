@@ -3,6 +3,7 @@ package demo
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/deadletters"
-
 	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
@@ -69,18 +69,17 @@ func TestDemoServeKeepsRunning(t *testing.T) {
 		sum, err := Run(ctx, Options{Config: cfg, Logger: zerolog.Nop(), Out: out, Serve: true, Timeout: 2 * time.Minute})
 		done <- ran{sum, err}
 	}()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(out.String(), "deadletters replay --dry-run") {
+	testutil.Eventually(t, 2*time.Minute, func() error {
+		if strings.Contains(out.String(), "deadletters replay --dry-run") {
+			return nil
+		}
 		select {
 		case r := <-done:
 			t.Fatalf("demo --serve returned before ctx ended: %+v %v\n%s", r.sum, r.err, out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no explore instructions after 2 minutes:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("no explore instructions yet:\n%s", out.String())
+	})
 	text := out.String()
 	url := regexp.MustCompile(`export NATS_URL=(\S+)`).FindStringSubmatch(text)
 	object := regexp.MustCompile(`nats object get (\S+) (\S+) -O`).FindStringSubmatch(text)

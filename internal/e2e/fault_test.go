@@ -18,6 +18,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/result"
 	"github.com/lr-relay/lr-relay/internal/simulator"
 	"github.com/lr-relay/lr-relay/internal/tenant"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // The delivery guarantee under test ("nothing lost, nothing duplicated"): every command of every finished
@@ -175,17 +176,16 @@ func (c tally) check(t *testing.T, x expect) {
 // may not answer for a moment: a failed read starts over, for up to 30 seconds.
 func readStream(t *testing.T, js jetstream.JetStream, name string) []jetstream.Msg {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		msgs, err := tryReadStream(js, name)
-		if err == nil {
-			return msgs
+	var msgs []jetstream.Msg
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var err error
+		msgs, err = tryReadStream(js, name)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", name, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reading stream %s: %v", name, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return nil
+	})
+	return msgs
 }
 
 func tryReadStream(js jetstream.JetStream, name string) ([]jetstream.Msg, error) {

@@ -1,9 +1,9 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -19,6 +19,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/config"
 	"github.com/lr-relay/lr-relay/internal/embedded"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // env is one test world: a JetStream server, a simulator and a client connection.
@@ -29,24 +30,7 @@ type env struct {
 	addr string // simulator host:port
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testutil.SyncBuffer
 }
 
 func newEnv(t testing.TB, simCfg simulator.Config) *env {
@@ -78,7 +62,7 @@ func newEnvWith(t testing.TB, simCfg simulator.Config, o envOptions) *env {
 		}
 		t.Cleanup(ns.Shutdown)
 	}
-	e := &env{t: t, ns: ns, logs: &syncBuffer{}}
+	e := &env{t: t, ns: ns, logs: &testutil.SyncBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			lines := strings.Split(e.logs.String(), "\n")
@@ -265,15 +249,15 @@ func (e *env) readAll(t testing.TB, name string) []*jetstream.RawStreamMsg {
 	return out
 }
 
+// waitFor polls cond until it holds and fails the test naming what it waited for once timeout has passed.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, what)
+	testutil.Eventually(t, timeout, func() error {
+		if !cond() {
+			return fmt.Errorf("still waiting for: %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // assertNoSecrets fails when a secret shows up in the captured logs.

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/app"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // metricNameRE finds the names of lr-relay's, the Go runtime's and the process collector's series in a PromQL
@@ -168,23 +171,21 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 		text     string
 		missing  []string
 	)
-	// The relay counts a result after its PubAck: scrape until every name is there, or the deadline.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	// The relay counts a result after its PubAck: scrape until every name is there.
+	testutil.Eventually(t, 30*time.Second, func() error {
 		exported, text = scrapeNames(t, url)
 		missing = missing[:0]
 		for n := range used {
 			if !exported[n] {
-				missing = append(missing, n)
+				missing = append(missing, fmt.Sprintf("%s (used by %v)", n, used[n]))
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			return fmt.Errorf("not on /metrics: %s", strings.Join(missing, ", "))
 		}
-	}
-	slices.Sort(missing)
-	for _, n := range missing {
-		t.Errorf("%s (used by %v) is not on /metrics", n, used[n])
-	}
+		return nil
+	})
 	// The process-level gauges hold their values: ready, and the build that runs.
 	for _, want := range []string{"\nlr_ready 1\n", `lr_build_info{goversion="` + runtime.Version() + `",version="` + app.Version + `"} 1`} {
 		if !strings.Contains(text, want) {
@@ -192,16 +193,13 @@ func TestDashboardAndAlertMetricsExist(t *testing.T) {
 		}
 	}
 	// The lag sampler runs inside App.Run: the uncapped object bucket reports its cap as -1 once sampled.
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(text, "\nlr_object_store_max_bytes -1\n"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Error("lr_object_store_max_bytes is not -1 after 10s: the lag sampler did not sample the uncapped bucket")
-			break
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if _, text = scrapeNames(t, url); !strings.Contains(text, "\nlr_object_store_max_bytes -1\n") {
+			return errors.New("lr_object_store_max_bytes is not -1: the lag sampler did not sample the uncapped bucket")
 		}
-		_, text = scrapeNames(t, url)
-	}
-	if len(missing) == 0 {
-		t.Logf("%d metric names used by the dashboard and the rules, all exported (%d series names on /metrics)", len(used), len(exported))
-	}
+		return nil
+	})
+	t.Logf("%d metric names used by the dashboard and the rules, all exported (%d series names on /metrics)", len(used), len(exported))
 }
 
 // scrapeNames returns the series names of a Prometheus text exposition, and the exposition.

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // The crash tests run the real lr-relay binary, built once per test binary.
@@ -43,7 +45,7 @@ func relayBinary(t testing.TB) string {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	done chan struct{}
 	err  error
 }
@@ -65,7 +67,7 @@ func (e *env) startProc(t testing.TB, name string, extra map[string]string) *pro
 	for k, v := range e.vars(extra) {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &proc{name: name, cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, logs: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	w := &teeWriter{a: p.logs, b: e.logs}
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
@@ -104,7 +106,7 @@ func (p *proc) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-type teeWriter struct{ a, b *syncBuffer }
+type teeWriter struct{ a, b *testutil.SyncBuffer }
 
 func (w *teeWriter) Write(p []byte) (int, error) {
 	_, _ = w.a.Write(p)

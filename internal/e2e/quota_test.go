@@ -19,6 +19,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // The quota tests run real lr-relay processes against one simulator whose link endpoint throttles like the
@@ -212,12 +213,12 @@ func quotaBacklogRun(t *testing.T, replicas int, killAfter time.Duration) quotaF
 				map[string]string{"endpoint": "links"})
 			return n > 0
 		}
-		for deadline := time.Now().Add(5 * time.Second); !madeCall() && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !madeCall() {
-			t.Errorf("%s made no call in %s, before it was killed", victim.name, time.Since(t0).Round(time.Millisecond))
-		}
+		testutil.Eventually(t, 5*time.Second, func() error {
+			if !madeCall() {
+				return fmt.Errorf("%s made no call in %s, before it was killed", victim.name, time.Since(t0).Round(time.Millisecond))
+			}
+			return nil
+		})
 		victim.kill()
 		if !victim.wait(10 * time.Second) {
 			t.Fatalf("%s did not die after SIGKILL", victim.name)

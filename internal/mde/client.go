@@ -35,12 +35,7 @@ import (
 	"github.com/lr-relay/lr-relay/internal/quota"
 )
 
-// Defaults applied by New to zero Config fields.
 const (
-	DefaultMaxThrottleRetries = 5
-	DefaultRequestTimeout     = 30 * time.Second
-	DefaultTenant             = "default"
-	DefaultUserAgent          = "lr-relay"
 	// DefaultRetryAfter is used when a 429 carries no usable Retry-After header.
 	DefaultRetryAfter = 60 * time.Second
 	// maxRetryAfter caps a Retry-After so that a garbled header cannot stall a tenant for days; the API's
@@ -84,16 +79,17 @@ type Config struct {
 	// FederatedTokenFile is the federated token (AZURE_FEDERATED_TOKEN_FILE) for AuthWorkloadIdentity,
 	// read at every token request.
 	FederatedTokenFile string
-	// Tenant is the tenant's name inside lr-relay; it is the Tenant of the limiter keys and labels metrics and logs.
-	// It defaults to "default" for a single-tenant relay.
+	// Tenant is the tenant's name inside lr-relay; it is the Tenant of the limiter keys and labels metrics and
+	// logs. Required.
 	Tenant string
 	// UserAgent is sent with every request; Microsoft asks partners for MdePartner-{Company}-{Product}/{Version}.
+	// Required.
 	UserAgent string
 	// MaxThrottleRetries is how many 429s one call absorbs (pausing the tenant each time) before it returns
-	// the throttling error. Zero means the default of 5; a negative value means no retries.
+	// the throttling error (LR_MDE_MAX_THROTTLE_RETRIES); zero means none. It must not be negative.
 	MaxThrottleRetries int
-	// RequestTimeout bounds each HTTP request, token requests included, reading the body included. Zero
-	// means the default of 30s.
+	// RequestTimeout bounds each HTTP request, token requests included, reading the body included
+	// (LR_MDE_REQUEST_TIMEOUT). Required: it must be positive.
 	RequestTimeout time.Duration
 }
 
@@ -214,8 +210,18 @@ func New(cfg Config, httpClient *http.Client, limiters Limiters, log zerolog.Log
 	default:
 		errs = append(errs, fmt.Errorf("mde: unknown Auth %q: valid modes are %s", cfg.Auth, strings.Join(AuthModes(), ", ")))
 	}
-	if cfg.RequestTimeout < 0 {
-		errs = append(errs, fmt.Errorf("mde: RequestTimeout must not be negative, got %s", cfg.RequestTimeout))
+	// The defaults of these live in internal/config (envconfig tags); New only takes them as given.
+	if strings.TrimSpace(cfg.Tenant) == "" {
+		errs = append(errs, errors.New("mde: Tenant is required"))
+	}
+	if strings.TrimSpace(cfg.UserAgent) == "" {
+		errs = append(errs, errors.New("mde: UserAgent is required"))
+	}
+	if cfg.MaxThrottleRetries < 0 {
+		errs = append(errs, fmt.Errorf("mde: MaxThrottleRetries must not be negative, got %d", cfg.MaxThrottleRetries))
+	}
+	if cfg.RequestTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("mde: RequestTimeout is required and must be positive, got %s", cfg.RequestTimeout))
 	}
 	if limiters.Links == nil || limiters.Actions == nil {
 		errs = append(errs, errors.New("mde: a Limiter is required for links and for actions"))
@@ -229,22 +235,13 @@ func New(cfg Config, httpClient *http.Client, limiters Limiters, log zerolog.Log
 
 	c := &Client{
 		apiURL:      apiURL,
-		tenant:      orDefault(cfg.Tenant, DefaultTenant),
-		userAgent:   orDefault(cfg.UserAgent, DefaultUserAgent),
+		tenant:      strings.TrimSpace(cfg.Tenant),
+		userAgent:   strings.TrimSpace(cfg.UserAgent),
 		maxThrottle: cfg.MaxThrottleRetries,
 		timeout:     cfg.RequestTimeout,
 		http:        httpClient,
 		limiters:    limiters,
 		now:         o.now,
-	}
-	switch {
-	case c.maxThrottle == 0:
-		c.maxThrottle = DefaultMaxThrottleRetries
-	case c.maxThrottle < 0:
-		c.maxThrottle = 0
-	}
-	if c.timeout == 0 {
-		c.timeout = DefaultRequestTimeout
 	}
 	if c.http == nil {
 		c.http = &http.Client{}
@@ -284,13 +281,6 @@ func New(cfg Config, httpClient *http.Client, limiters Limiters, log zerolog.Log
 	}
 	c.metrics.authOK(false)
 	return c, nil
-}
-
-func orDefault(s, def string) string {
-	if s = strings.TrimSpace(s); s == "" {
-		return def
-	}
-	return s
 }
 
 // checkURL accepts an absolute https URL (http only for loopback hosts, so that a token is never sent in

@@ -26,7 +26,7 @@ func TestNewValidation(t *testing.T) {
 		if err == nil {
 			t.Fatal("New(empty) error = nil, want errors")
 		}
-		for _, want := range []string{"APIURL", "TokenURL", "Scope", "ClientID", "ClientSecret", "RequestTimeout", "Limiter"} {
+		for _, want := range []string{"APIURL", "TokenURL", "Scope", "ClientID", "ClientSecret", "Tenant", "UserAgent", "RequestTimeout", "Limiter"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error %q does not mention %s", err, want)
 			}
@@ -35,6 +35,7 @@ func TestNewValidation(t *testing.T) {
 	base := Config{
 		APIURL: "https://api.securitycenter.microsoft.com/", TokenURL: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
 		Scope: testScope, TenantID: testTenantID, ClientID: testClientID, ClientSecret: testSecret,
+		Tenant: "acme", UserAgent: "MdePartner-LrRelay-lr-relay/1.2.3", MaxThrottleRetries: 5, RequestTimeout: 30 * time.Second,
 	}
 	bad := []struct {
 		name   string
@@ -49,6 +50,10 @@ func TestNewValidation(t *testing.T) {
 		{"unknown auth", func(c *Config) { c.Auth = "kerberos" }, "workload-identity"},
 		{"certificate needs a file", func(c *Config) { c.Auth = AuthCertificate }, "ClientCertFile"},
 		{"workload needs a token file", func(c *Config) { c.Auth = AuthWorkloadIdentity }, "FederatedTokenFile"},
+		{"tenant required", func(c *Config) { c.Tenant = " " }, "Tenant is required"},
+		{"user agent required", func(c *Config) { c.UserAgent = "" }, "UserAgent is required"},
+		{"request timeout required", func(c *Config) { c.RequestTimeout = 0 }, "RequestTimeout"},
+		{"negative throttle retries", func(c *Config) { c.MaxThrottleRetries = -1 }, "MaxThrottleRetries"},
 		{"certificate needs https", func(c *Config) {
 			c.Auth, c.ClientCertFile, c.TokenURL = AuthCertificate, "x.pem", "http://127.0.0.1:1/{tenant}/oauth2/v2.0/token"
 		}, "https"},
@@ -66,7 +71,7 @@ func TestNewValidation(t *testing.T) {
 			}
 		})
 	}
-	t.Run("defaults", func(t *testing.T) {
+	t.Run("values as given", func(t *testing.T) {
 		c, err := New(base, nil, lim.both(), zerolog.Nop())
 		if err != nil {
 			t.Fatalf("New: %v", err)
@@ -77,9 +82,9 @@ func TestNewValidation(t *testing.T) {
 		if want := "https://login.microsoftonline.com/" + testTenantID + "/oauth2/v2.0/token"; c.tokens.cred.(*secretCredential).conf.TokenURL != want {
 			t.Errorf("token URL = %q, want %q", c.tokens.cred.(*secretCredential).conf.TokenURL, want)
 		}
-		if c.tenant != DefaultTenant || c.userAgent != DefaultUserAgent || c.maxThrottle != DefaultMaxThrottleRetries || c.timeout != DefaultRequestTimeout {
-			t.Errorf("defaults = %q %q %d %s, want %q %q %d %s", c.tenant, c.userAgent, c.maxThrottle, c.timeout,
-				DefaultTenant, DefaultUserAgent, DefaultMaxThrottleRetries, DefaultRequestTimeout)
+		if c.tenant != base.Tenant || c.userAgent != base.UserAgent || c.maxThrottle != base.MaxThrottleRetries || c.timeout != base.RequestTimeout {
+			t.Errorf("client = %q %q %d %s, want %q %q %d %s", c.tenant, c.userAgent, c.maxThrottle, c.timeout,
+				base.Tenant, base.UserAgent, base.MaxThrottleRetries, base.RequestTimeout)
 		}
 	})
 	t.Run("loopback http allowed", func(t *testing.T) {
@@ -286,7 +291,7 @@ func TestAPIErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) { c.MaxThrottleRetries = -1 })
+			h := newHarness(t, func(c *Config) { c.MaxThrottleRetries = 0 })
 			const target = "0f8b3c5e-1111-2222-3333-444455556666"
 			h.setAPI(func(w http.ResponseWriter, r *http.Request) {
 				writeJSON(w, tt.status, apiErrorBody(tt.code, "Something went wrong.\nTry later.", target))

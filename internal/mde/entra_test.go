@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"github.com/lr-relay/lr-relay/internal/testutil"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +30,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/action"
 	"github.com/lr-relay/lr-relay/internal/simulator"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 const (
@@ -182,6 +183,7 @@ func (e *entraEnv) client(mutate func(*Config), reg prometheus.Registerer) (*Cli
 	cfg := Config{
 		APIURL: e.srv.URL, TokenURL: e.srv.URL + "/{tenant}/oauth2/v2.0/token", Scope: entraScopeAPI,
 		TenantID: entraTenant, ClientID: entraClient, Tenant: "contoso", RequestTimeout: 10 * time.Second,
+		UserAgent: "MdePartner-LrRelay-lr-relay/test", MaxThrottleRetries: 5,
 	}
 	mutate(&cfg)
 	logs := &testutil.SyncBuffer{}
@@ -467,8 +469,8 @@ func TestCheckAuthAllRechecksFailingTenants(t *testing.T) {
 	go func() { defer close(done); CheckAuthAll(ctx, []*Client{bad, good}, 2, 10*time.Millisecond) }()
 	defer func() { cancel(); <-done }()
 
-	eventually(t, func() bool { ok, why := bad.AuthHealthy(); return !ok && strings.Contains(why, "credentials rejected") })
-	eventually(t, func() bool { ok, _ := good.AuthHealthy(); return ok })
+	testutil.Eventually(t, 10*time.Second, func() error { return authState(bad, false, "credentials rejected") })
+	testutil.Eventually(t, 10*time.Second, func() error { return authState(good, true, "") })
 	// The rejected tenant is checked again, but paced: no token request until its file changes.
 	calls := e.sim.Stats().TokenCalls
 	time.Sleep(50 * time.Millisecond) // several recheck rounds; nothing may happen, so there is nothing to poll for
@@ -476,17 +478,13 @@ func TestCheckAuthAllRechecksFailingTenants(t *testing.T) {
 		t.Errorf("token requests while paced = %d, want 0", got-calls)
 	}
 	e.file("secret", []byte("entra-secret\n"))
-	eventually(t, func() bool { ok, _ := bad.AuthHealthy(); return ok })
+	testutil.Eventually(t, 10*time.Second, func() error { return authState(bad, true, "") })
 }
 
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+// authState says how c's AuthHealthy differs from the wanted state (and detail, when want is false).
+func authState(c *Client, want bool, detail string) error {
+	if ok, why := c.AuthHealthy(); ok != want || !strings.Contains(why, detail) {
+		return fmt.Errorf("AuthHealthy = %v, %q; want %v with %q", ok, why, want, detail)
 	}
+	return nil
 }

@@ -154,6 +154,9 @@ func startHarness(t *testing.T, h *harness, serve func(http.Handler) *httptest.S
 		ClientSecret: testSecret,
 		Tenant:       "acme",
 		UserAgent:    "MdePartner-LrRelay-lr-relay/1.2.3",
+		// The envconfig defaults of LR_MDE_MAX_THROTTLE_RETRIES and LR_MDE_REQUEST_TIMEOUT.
+		MaxThrottleRetries: 5,
+		RequestTimeout:     30 * time.Second,
 	}
 	if mutate != nil {
 		mutate(&cfg)

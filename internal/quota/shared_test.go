@@ -16,6 +16,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/embedded"
 	"github.com/lr-relay/lr-relay/internal/embedded/embeddedtest"
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // startServer boots a real JetStream server on a random port (or on port, to
@@ -242,10 +243,9 @@ func TestSharedDegradedFallback(t *testing.T) {
 	// The server comes back: the next calls find the store again and write
 	// the fallback grants into it.
 	startServer(t, dir, srvPort)
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Degraded() {
-		if time.Now().After(deadline) {
-			t.Fatal("still degraded 10s after the server came back")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !l.Degraded() {
+			return nil
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		err := l.Wait(ctx, key)
@@ -253,7 +253,8 @@ func TestSharedDegradedFallback(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Wait after restart: %v", err)
 		}
-	}
+		return errors.New("still degraded after the server came back")
+	})
 	if got := gatherValues(t, reg)["lr_quota_degraded{}"]; got != 0 {
 		t.Errorf("lr_quota_degraded = %v after recovery, want 0", got)
 	}

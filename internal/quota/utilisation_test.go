@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lr-relay/lr-relay/internal/testutil"
 )
 
 // TestUtilisationEveryLimiter registers several limiters on one registry, as
@@ -146,13 +149,12 @@ func TestSharedDiscardedGrantCounts(t *testing.T) {
 		}
 		done <- clock.Now()
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for clock.PendingTimers() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the second call did not wait for the window")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if clock.PendingTimers() == 0 {
+			return errors.New("the second call did not wait for the window")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	// The discarded grant at +0 ages out at +1s plus the 40ms margin.
 	clock.Set(start.Add(time.Second + 40*time.Millisecond))
 	if at := <-done; at.Before(start.Add(time.Second + 40*time.Millisecond)) {

@@ -1,7 +1,6 @@
 package simulator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -134,10 +133,8 @@ func tokenAt(t *testing.T, base string) string {
 // TestNoSecretsInLogs runs a full flow, failures included, with debug logging and checks that neither the
 // client secret, the bearer token nor a SAS signature reaches the log.
 func TestNoSecretsInLogs(t *testing.T) {
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	w := zerolog.SyncWriter(&lockedWriter{mu: &mu, w: &logs})
-	e := newEnv(t, Config{Log: zerolog.New(w).Level(zerolog.DebugLevel), LinkLimits: "1/1m"})
+	logs := &testutil.SyncBuffer{}
+	e := newEnv(t, Config{Log: zerolog.New(logs).Level(zerolog.DebugLevel), LinkLimits: "1/1m"})
 	e.sim.AddAction(simpleAction(testID, []byte(`{}`), []byte("f")))
 	tok := e.token()
 	link := e.link(testID, 0, tok)
@@ -147,8 +144,6 @@ func TestNoSecretsInLogs(t *testing.T) {
 	sig := u.Query().Get("sig")
 	u.RawQuery = strings.Replace(u.RawQuery, "sr=b", "sr=c", 1)
 	e.get(u.String(), "")
-	mu.Lock()
-	defer mu.Unlock()
 	out := logs.String()
 	for name, secret := range map[string]string{"client secret": DefaultClientSecret, "token": tok, "sig": sig, "escaped sig": url.QueryEscape(sig)} {
 		if strings.Contains(out, secret) {
@@ -160,15 +155,4 @@ func TestNoSecretsInLogs(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
