@@ -87,12 +87,3 @@ func (c Config) validateTenantsFile() []error {
 	}
 	return errs
 }
-
-// pathErr drops the path an *os.PathError repeats, since the message names it already.
-func pathErr(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
