@@ -1,18 +1,12 @@
 package app
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/lr-relay/lr-relay/internal/config"
 )
 
 // TestPprofEndpoint checks that /debug/pprof/ is served on the app's HTTP address only when LR_PPROF is set,
@@ -29,37 +23,11 @@ func TestPprofEndpoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for _, kv := range os.Environ() {
-				if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "LR_") {
-					t.Setenv(k, "")
-					os.Unsetenv(k)
-				}
-			}
+			env := map[string]string{}
 			if tt.pprof != "" {
-				t.Setenv("LR_PPROF", tt.pprof)
+				env["LR_PPROF"] = tt.pprof
 			}
-			cfg, err := config.Load()
-			if err != nil {
-				t.Fatal(err)
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := New(Options{Config: cfg, Logger: zerolog.Nop(), Listener: ln})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv, err := a.serveHTTP()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
-			})
-			base := "http://" + ln.Addr().String()
+			_, base := startHTTP(t, env)
 			for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap?debug=1", "/debug/pprof/cmdline"} {
 				status, body := get(t, base+path)
 				if status != tt.wantStatus {

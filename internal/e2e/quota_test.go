@@ -104,20 +104,7 @@ func quotaIdeal(t *testing.T, spec string, from, to time.Time) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log []time.Time
-	for at := from; at.Before(to); {
-		log = append(log, at)
-		next := at
-		for _, w := range ws {
-			if len(log) >= w.Limit {
-				if n := log[len(log)-w.Limit].Add(w.Per); n.After(next) {
-					next = n
-				}
-			}
-		}
-		at = next
-	}
-	return len(log)
+	return scaleAllowed(ws, from, to)
 }
 
 // quotaCount returns how many of the ascending times lie in [from, to).
