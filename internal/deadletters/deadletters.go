@@ -19,38 +19,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/lr-relay/lr-relay/internal/config"
+	"github.com/lr-relay/lr-relay/internal/relay"
 	"github.com/lr-relay/lr-relay/internal/result"
 )
 
 // HeaderReplayOf names the dead-letter record a replayed event came from: <deadletter stream>/<seq>.
 const HeaderReplayOf = "Lr-Replay-Of"
 
-// Record is a dead-letter record as stored (schemas/deadletter.schema.json), including the fields for
-// payloads too large to keep inline: then PayloadBase64 holds only a prefix, PayloadTruncated is set and
-// PayloadObject names the whole payload in the Object Store.
-type Record struct {
-	SchemaVersion    int               `json:"schemaVersion"`
-	Reason           string            `json:"reason"`
-	Message          string            `json:"message"`
-	PayloadBase64    string            `json:"payloadBase64"`
-	PayloadJSON      json.RawMessage   `json:"payloadJson,omitempty"`
-	PayloadTruncated bool              `json:"payloadTruncated,omitempty"`
-	PayloadBytes     int64             `json:"payloadBytes,omitempty"`
-	PayloadSHA256    string            `json:"payloadSha256,omitempty"`
-	PayloadObject    *result.ObjectRef `json:"payloadObject,omitempty"`
-	Stream           string            `json:"stream"`
-	Sequence         uint64            `json:"sequence"`
-	Deliveries       uint64            `json:"deliveries"`
-	Subject          string            `json:"subject"`
-	ActionID         string            `json:"actionId,omitempty"`
-	Index            *int              `json:"index,omitempty"`
-	Tenant           string            `json:"tenant,omitempty"`
-	TenantID         string            `json:"tenantId,omitempty"`
-	Target           string            `json:"target,omitempty"`
-	EventTime        *time.Time        `json:"eventTime,omitempty"`
-	RelayVersion     string            `json:"relayVersion,omitempty"`
-	DeadLetteredAt   time.Time         `json:"deadLetteredAt"`
-}
+// Record is a dead-letter record as stored (schemas/deadletter.schema.json): the relay's own type, so that
+// the tools read exactly what the relay writes. Version 1 records read into it too (the fields version 2
+// added stay empty). When PayloadTruncated is set, PayloadBase64 holds only a prefix and PayloadObject names
+// the whole payload in the Object Store.
+type Record = relay.DeadLetter
 
 // Entry is one stored record: its sequence in the dead-letter stream, the decoded record and the raw bytes.
 type Entry struct {
@@ -235,7 +215,7 @@ func (t *Tool) Payload(ctx context.Context, e Entry) ([]byte, error) {
 	if r.PayloadSHA256 != "" && !strings.EqualFold(r.PayloadSHA256, hexSHA(payload)) {
 		return nil, fail("SHA-256 is %s, the record says %s", hexSHA(payload), r.PayloadSHA256)
 	}
-	if r.PayloadBytes > 0 && int64(len(payload)) != r.PayloadBytes {
+	if r.PayloadBytes > 0 && len(payload) != r.PayloadBytes {
 		return nil, fail("%d bytes, the record says %d", len(payload), r.PayloadBytes)
 	}
 	return payload, nil

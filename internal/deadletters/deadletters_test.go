@@ -302,7 +302,7 @@ func TestReplayObjectStoredPayload(t *testing.T) {
 		return func(r *Record) {
 			r.PayloadBase64 = base64.StdEncoding.EncodeToString(payload[:1024])
 			r.PayloadJSON = nil
-			r.PayloadTruncated, r.PayloadBytes, r.PayloadSHA256 = true, int64(len(payload)), digest
+			r.PayloadTruncated, r.PayloadBytes, r.PayloadSHA256 = true, len(payload), digest
 			r.PayloadObject = &result.ObjectRef{Bucket: bucket, Name: name, Size: int64(len(payload)), SHA256: digest}
 		}
 	}
