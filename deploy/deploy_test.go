@@ -127,8 +127,8 @@ func TestNATSDefinitions(t *testing.T) {
 		if c.AckWait != 60*time.Second {
 			t.Errorf("got ack_wait %v, want 60s", c.AckWait)
 		}
-		if c.MaxDeliver != -1 || c.MaxAckPending != 1000 {
-			t.Errorf("got max_deliver %d max_ack_pending %d, want -1 (lr-relay dead-letters itself) and 1000", c.MaxDeliver, c.MaxAckPending)
+		if c.MaxDeliver != -1 || c.MaxAckPending != 10000 {
+			t.Errorf("got max_deliver %d max_ack_pending %d, want -1 (lr-relay dead-letters itself) and 10000", c.MaxDeliver, c.MaxAckPending)
 		}
 		if c.FilterSubject != "mde.liveresponse.finished" {
 			t.Errorf("got filter_subject %q, want mde.liveresponse.finished", c.FilterSubject)

@@ -25,6 +25,7 @@ const (
 	fateDeadLetter             // permanent failure: dead-letter record, then Term
 	fateHandBack               // shutdown interrupted the work: NakWithDelay(short) for another replica
 	fateDefer                  // not this event's fault (its tenant's credentials are rejected): wait, uncounted
+	fatePark                   // its tenant has no budget for its next call now: set aside until due, uncounted
 )
 
 type decision struct {
@@ -38,6 +39,18 @@ type decision struct {
 	target   string
 	results  int
 	delay    time.Duration // fateDefer: how long to wait
+	due      time.Time     // fatePark: when the next call may be made
+	work     *eventWork    // fatePark: the work done so far
+	t        *Tenant       // fatePark
+}
+
+// eventWork is an event being worked on by this delivery: parsed once, and when it is set aside for its
+// tenant's budget (fatePark), resumed where it stopped.
+type eventWork struct {
+	a       *action.MachineAction
+	tenant  *Tenant
+	next    int // position in a.Commands of the first command this delivery has not published yet
+	results int // published by this delivery
 }
 
 // handle is the one place that decides a source message's fate, and settle the one place that carries it
@@ -50,15 +63,20 @@ type decision struct {
 //     LR_MAX_DELIVER);
 //   - an event whose tenant's credentials are rejected waits (NakWithDelay on LR_TENANT_AUTH_RETRY), and such
 //     deliveries do not count toward LR_MAX_DELIVER: the operator fixes the credentials, nothing is lost;
+//   - an event whose tenant has no budget for its next call now is set aside (parked, or deferred when parking
+//     is full) until the budget frees, uncounted; a parked event resumes with the work done so far;
 //   - work cut short by shutdown is handed back with a short delay.
-func (r *Relay) handle(ctx context.Context, msg jetstream.Msg) {
+//
+// w is the work done so far on a parked event (nil for a new delivery); tk is the event's hold on the tenant
+// gate (nil without a gate).
+func (r *Relay) handle(ctx context.Context, msg jetstream.Msg, w *eventWork, tk *ticket) {
 	start := time.Now()
 	src := sourceOfMsg(msg)
 	r.metrics.inflight.Inc()
 	defer r.metrics.inflight.Dec()
 
 	stop := r.keepAlive(msg)
-	d := r.decide(ctx, msg.Data(), src)
+	d := r.decide(ctx, msg.Data(), src, w, tk)
 	stop()
 	r.settle(msg, src, d)
 	r.metrics.eventDuration.Observe(time.Since(start).Seconds())
@@ -113,6 +131,15 @@ func (r *Relay) settle(msg jetstream.Msg, src msgSource, d decision) {
 		}
 		r.metrics.events.WithLabelValues("handed_back").Inc()
 		log.Info().Msg("shutdown: in-flight event handed back")
+	case fatePark:
+		if d.t != nil && r.gate.park(parkedMsg{msg: msg, tenant: d.t, calls: 1, due: d.due, work: d.work}) {
+			r.metrics.parked.WithLabelValues(d.t.Name).Inc()
+			return
+		}
+		// Parking is full: wait in the stream instead, from the start (the results published so far are
+		// recognised by the already-published lookup).
+		d.fate, d.delay = fateDefer, max(time.Until(d.due), 0)
+		r.settle(msg, src, d)
 	case fateDefer:
 		// Deliberate waits (the tenant has no budget or no free worker now, or its credentials are rejected)
 		// are recorded, so that they never count toward LR_MAX_DELIVER. Jitter spreads a tenant's events.
@@ -173,36 +200,29 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// decide does the work of one event and says what its fate is.
-func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource) decision {
-	if src.deliveries > uint64(r.o.MaxDeliver) && r.failedDeliveries(src) > uint64(r.o.MaxDeliver) {
-		// The previous delivery ended without a verdict (the process died): do not try again forever.
-		return decision{fate: fateDeadLetter, reason: ReasonMaxDeliveries,
-			err: fmt.Errorf("delivered %d times, more than LR_MAX_DELIVER=%d; the previous attempts ended without a verdict", src.deliveries, r.o.MaxDeliver)}
-	}
-	a, d, ok := r.parseEvent(payload)
-	if !ok {
-		return d
-	}
-	tenant, found := r.o.Router(a.TenantID)
-	if !found {
-		return decision{fate: fateDeadLetter, reason: ReasonUnknownTenant, actID: a.ID, tenantID: a.TenantID,
-			err: fmt.Errorf("tenantId %q is not a configured tenant (see LR_TENANTS_FILE)", truncate(a.TenantID, 80))}
-	}
-	t := command.Tenant{Name: tenant.Name, ID: tenant.ID, API: tenant.API}
-	base := decision{actID: a.ID, tenant: t.Name, tenantID: a.TenantID}
-	if !a.HasCommands {
-		if err := r.o.Commands.Complete(ctx, t, a); err != nil {
-			return r.failure(ctx, base, err)
-		}
-		if d, ok := r.checkCommands(a, base); !ok {
+// decide does the work of one event, or the rest of it (w), and says what its fate is.
+func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource, w *eventWork, tk *ticket) decision {
+	if w == nil {
+		var d decision
+		if w, d = r.start(ctx, payload, src); w == nil {
 			return d
 		}
 	}
-	published := 0
-	for _, c := range a.Commands {
+	a, tenant := w.a, w.tenant
+	t := command.Tenant{Name: tenant.Name, ID: tenant.ID, API: tenant.API}
+	base := decision{actID: a.ID, tenant: t.Name, tenantID: a.TenantID}
+	for ; w.next < len(a.Commands); w.next++ {
+		c := a.Commands[w.next]
 		at := base
 		at.index = &c.Index
+		if c.NeedsResult() {
+			// No worker waits for a budget while another tenant's event could run: without budget for this
+			// call now, the event is set aside with its work so far.
+			if due, ok := r.gate.another(tk, tenant, time.Now()); !ok {
+				at.fate, at.due, at.work, at.t = fatePark, due, w, tenant
+				return at
+			}
+		}
 		subject := r.resultSubject(t.Name, a.ID, c.Index)
 		done, err := r.alreadyPublished(ctx, subject)
 		if err != nil {
@@ -213,6 +233,7 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource) decis
 			continue
 		}
 		ev, err := r.o.Commands.Result(ctx, t, a, c)
+		r.gate.made(tk)
 		var pe *command.ProblemError
 		if errors.As(err, &pe) && ctx.Err() == nil {
 			// A command-level problem: the command still ends as exactly one result, describing it.
@@ -225,11 +246,41 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource) decis
 		if err := r.publishResult(ctx, t, subject, ev); err != nil {
 			return r.failure(ctx, at, fmt.Errorf("publishing result %s: %w", subject, err))
 		}
-		published++
+		w.results++
 	}
-	d = base
-	d.fate, d.results = fateAck, published
+	d := base
+	d.fate, d.results = fateAck, w.results
 	return d
+}
+
+// start checks a new delivery, finds its tenant and, for an event without commands, fetches its action. It
+// returns the work to do, or nil and the event's fate.
+func (r *Relay) start(ctx context.Context, payload []byte, src msgSource) (*eventWork, decision) {
+	if src.deliveries > uint64(r.o.MaxDeliver) && r.failedDeliveries(src) > uint64(r.o.MaxDeliver) {
+		// The previous delivery ended without a verdict (the process died): do not try again forever.
+		return nil, decision{fate: fateDeadLetter, reason: ReasonMaxDeliveries,
+			err: fmt.Errorf("delivered %d times, more than LR_MAX_DELIVER=%d; the previous attempts ended without a verdict", src.deliveries, r.o.MaxDeliver)}
+	}
+	a, d, ok := r.parseEvent(payload)
+	if !ok {
+		return nil, d
+	}
+	tenant, found := r.o.Router(a.TenantID)
+	if !found {
+		return nil, decision{fate: fateDeadLetter, reason: ReasonUnknownTenant, actID: a.ID, tenantID: a.TenantID,
+			err: fmt.Errorf("tenantId %q is not a configured tenant (see LR_TENANTS_FILE)", truncate(a.TenantID, 80))}
+	}
+	if !a.HasCommands {
+		t := command.Tenant{Name: tenant.Name, ID: tenant.ID, API: tenant.API}
+		base := decision{actID: a.ID, tenant: t.Name, tenantID: a.TenantID}
+		if err := r.o.Commands.Complete(ctx, t, a); err != nil {
+			return nil, r.failure(ctx, base, err)
+		}
+		if d, ok := r.checkCommands(a, base); !ok {
+			return nil, d
+		}
+	}
+	return &eventWork{a: a, tenant: tenant}, decision{}
 }
 
 // parseEvent checks the payload: its size, JSON, the id, the schema, then the bounds on what its results

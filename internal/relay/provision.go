@@ -100,7 +100,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, c StreamConfig)
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 1000,
+		MaxAckPending: 10000,
 		FilterSubject: c.SourceSubject,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      0,

@@ -101,6 +101,13 @@ type PayloadStore interface {
 	Put(ctx context.Context, name string, meta map[string]string, data []byte) (*result.ObjectRef, error)
 }
 
+// maxParkedTotal and maxParkedBytes bound the events one process keeps parked in all (see tenantGate): events
+// of up to LR_MAX_EVENT_BYTES each must not add up to more memory than a process should hold for them.
+const (
+	maxParkedTotal = 2000
+	maxParkedBytes = 64 << 20
+)
+
 // Relay is the pipeline. Create it with New, start it with Run.
 type Relay struct {
 	o       Options
@@ -146,15 +153,15 @@ func New(o Options) (*Relay, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	// Parked events count toward the consumer's MaxAckPending (1000 when provisioned): keep well below it so
-	// that pulls always reach the events behind them.
-	maxTotal := max(o.TenantParked, min(8*o.Workers, 500))
+	// Parked events count toward the consumer's MaxAckPending (10,000 when provisioned), like deferred ones; a
+	// parked event costs a few KiB (the message and its parsed action) and one InProgress per third of AckWait.
+	maxTotal := max(o.TenantParked, maxParkedTotal)
 	m := newMetrics(o.Registerer)
 	for _, name := range o.TenantNames {
 		m.parked.WithLabelValues(name)
 		m.deferred.WithLabelValues(name)
 	}
-	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal)}, nil
+	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal, maxParkedBytes)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.
@@ -218,8 +225,8 @@ func (r *Relay) Run(ctx context.Context) error {
 // buffer while its ack timer runs. Parked events that came due go first.
 func (r *Relay) worker(pullCtx, workCtx context.Context) {
 	for pullCtx.Err() == nil {
-		if tk, m, ok := r.gate.takeParked(time.Now()); ok {
-			r.handle(workCtx, m)
+		if tk, p, ok := r.gate.takeParked(time.Now()); ok {
+			r.handle(workCtx, p.msg, p.work, &tk)
 			r.gate.release(tk)
 			continue
 		}
@@ -245,13 +252,13 @@ func (r *Relay) worker(pullCtx, workCtx context.Context) {
 func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 	t, calls := r.peek(msg.Data())
 	if t == nil {
-		r.handle(workCtx, msg)
+		r.handle(workCtx, msg, nil, nil)
 		return
 	}
 	now := time.Now()
 	tk, due, ok := r.gate.admit(t, calls, now)
 	if ok {
-		r.handle(workCtx, msg)
+		r.handle(workCtx, msg, nil, &tk)
 		r.gate.release(tk)
 		return
 	}
@@ -266,7 +273,7 @@ func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 	r.deferMsg(msg, t.Name, delay)
 }
 
-// peek reads an event's tenant and the result-link calls it needs, for the gate; nil when there is no gate or
+// peek reads an event's tenant and the result-link calls it needs (the gate looks at whether it needs one), nil when there is no gate or
 // it cannot tell (the event is then handled at once, and dead-lettered if it is bad). An event without
 // commands needs one action call and then its links: it counts as one call.
 func (r *Relay) peek(payload []byte) (*Tenant, int) {

@@ -40,7 +40,7 @@ func newTestRelay(t *testing.T) *Relay {
 		},
 		log:     zerolog.Nop(),
 		metrics: newMetrics(nil),
-		gate:    newTenantGate(0, 1, 1),
+		gate:    newTenantGate(0, 1, 1, 1<<20),
 	}
 }
 
