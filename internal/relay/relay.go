@@ -115,6 +115,8 @@ type Relay struct {
 	metrics *metrics
 	results jetstream.Stream
 	gate    *tenantGate
+	// slots holds one token per event being worked on (LR_WORKERS), pulled or resumed from parking.
+	slots chan struct{}
 
 	warnings sync.Map // tenant name -> *rate.Sometimes
 
@@ -161,7 +163,8 @@ func New(o Options) (*Relay, error) {
 		m.parked.WithLabelValues(name)
 		m.deferred.WithLabelValues(name)
 	}
-	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal, maxParkedBytes)}, nil
+	return &Relay{o: o, log: o.Logger, metrics: m, gate: newTenantGate(o.TenantWorkers, o.TenantParked, maxTotal, maxParkedBytes),
+		slots: make(chan struct{}, o.Workers)}, nil
 }
 
 // Ready reports whether the relay is bound to its consumer and connected.
@@ -208,6 +211,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.worker(ctx, workCtx)
 		}()
 	}
+	if r.gate.limit > 0 {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			r.dispatch(ctx, workCtx, &workers)
+		}()
+	}
 	workers.Wait()
 	close(parkedDone)
 	// Parked events were never started: hand them back at once.
@@ -222,21 +232,11 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // worker pulls one message at a time: a worker holds at most one event, so nothing waits in a client-side
-// buffer while its ack timer runs. Parked events that came due go first.
+// buffer while its ack timer runs.
 func (r *Relay) worker(pullCtx, workCtx context.Context) {
 	for pullCtx.Err() == nil {
-		if tk, p, ok := r.gate.takeParked(time.Now()); ok {
-			r.handle(workCtx, p.msg, p.work, &tk)
-			r.gate.release(tk)
-			continue
-		}
-		// Pull no longer than until the next parked event comes due, so it is not left waiting for the stream.
-		wait := 5 * time.Second
-		if due, ok := r.gate.nextDue(); ok {
-			wait = min(wait, max(time.Until(due), 20*time.Millisecond))
-		}
 		cons := r.current()
-		fetchCtx, cancel := context.WithTimeout(pullCtx, wait)
+		fetchCtx, cancel := context.WithTimeout(pullCtx, 5*time.Second)
 		msg, err := cons.Next(jetstream.FetchContext(fetchCtx))
 		cancel()
 		if err != nil {
@@ -247,18 +247,61 @@ func (r *Relay) worker(pullCtx, workCtx context.Context) {
 	}
 }
 
+// dispatch runs parked events as they come due, each in a goroutine of its own under a work slot (at most
+// LR_WORKERS events are worked on at once, pulled and resumed together). It sleeps until the earliest due
+// event, or until the gate says something changed (an event parked, a tenant's worker freed); with nothing
+// parked it sleeps. running counts the goroutines it starts, for Run to wait for them.
+func (r *Relay) dispatch(ctx, workCtx context.Context, running *sync.WaitGroup) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		select {
+		case r.slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		if tk, p, ok := r.gate.takeParked(time.Now()); ok {
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				defer func() { <-r.slots }()
+				r.handle(workCtx, p.msg, p.work, &tk)
+				r.gate.release(tk)
+			}()
+			continue
+		}
+		<-r.slots
+		wait := time.Hour
+		if due, ok := r.gate.nextDue(); ok {
+			wait = max(time.Until(due), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-timer.C:
+		case <-r.gate.wake:
+			// Reset at the next turn discards a tick that came meanwhile (Go 1.23 timers).
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // admit handles msg now when its tenant may start it, and otherwise sets it aside: parked until it comes due,
 // or deferred when parking is full.
 func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 	t, calls := r.peek(msg.Data())
 	if t == nil {
+		r.slots <- struct{}{}
 		r.handle(workCtx, msg, nil, nil)
+		<-r.slots
 		return
 	}
 	now := time.Now()
 	tk, due, ok := r.gate.admit(t, calls, now)
 	if ok {
+		r.slots <- struct{}{}
 		r.handle(workCtx, msg, nil, &tk)
+		<-r.slots
 		r.gate.release(tk)
 		return
 	}

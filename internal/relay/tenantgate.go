@@ -38,6 +38,10 @@ type tenantGate struct {
 	parked  map[string][]parkedMsg
 	total   int
 	bytes   int
+
+	// wake tells the dispatcher that a parked event may be worth a look sooner than it planned: one was parked,
+	// or a worker of a tenant with parked events freed.
+	wake chan struct{}
 }
 
 // parkedMsg is an event set aside until due.
@@ -60,6 +64,7 @@ func newTenantGate(limit, maxParked, maxTotal, maxBytes int) *tenantGate {
 	return &tenantGate{
 		limit: limit, maxParked: maxParked, maxTotal: maxTotal, maxBytes: maxBytes,
 		busy: map[string]int{}, claimed: map[string]int{}, parked: map[string][]parkedMsg{},
+		wake: make(chan struct{}, 1),
 	}
 }
 
@@ -137,6 +142,7 @@ func (g *tenantGate) release(tk ticket) {
 	g.claimed[tk.name] -= min(tk.calls, g.claimed[tk.name])
 	if q := g.parked[tk.name]; len(q) > 0 {
 		q[0].due = time.Time{} // its wait may have counted the calls just released: look again
+		g.signal()
 	}
 	if g.busy[tk.name] == 0 {
 		delete(g.busy, tk.name)
@@ -167,7 +173,16 @@ func (g *tenantGate) park(p parkedMsg) bool {
 	g.parked[p.tenant.Name] = q
 	g.total++
 	g.bytes += size
+	g.signal()
 	return true
+}
+
+// signal wakes the dispatcher without blocking.
+func (g *tenantGate) signal() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
 }
 
 // size is what a parked event holds in memory, roughly: its payload, and as much again for its parsed action.
