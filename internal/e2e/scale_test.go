@@ -718,6 +718,7 @@ func scaleSummary(f scaleFigures) string {
 	row("trickle latency p50 / p99", "%s / %s (%d events)", scalePercentile(lat, 0.5).Round(time.Millisecond),
 		scalePercentile(lat, 0.99).Round(time.Millisecond), len(lat))
 	row("trickle latency beyond its quota, p99", "%s", scalePercentile(ex, 0.99).Round(time.Millisecond))
+	row("trickle latency (implied) per event", "%s", scaleTrickleList(f))
 	var peak int64
 	for _, r := range f.peakRSS {
 		peak = max(peak, r)
@@ -742,6 +743,15 @@ func scaleSummary(f scaleFigures) string {
 			f.tokenP5.Round(10*time.Millisecond), f.tokenSpread.Round(10*time.Millisecond))
 	}
 	return b.String()
+}
+
+// scaleTrickleList lists each trickle event's latency with the delay its tenant's windows imply.
+func scaleTrickleList(f scaleFigures) string {
+	parts := make([]string, len(f.trickleLatency))
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%s (%s)", f.trickleLatency[i].Round(time.Millisecond), f.trickleImplied[i].Round(time.Millisecond))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func scaleMiBList(v []int64) string {
