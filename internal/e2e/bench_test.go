@@ -46,6 +46,7 @@ func BenchmarkPipeline(b *testing.B) {
 		workers int
 		shared  bool
 		serial  bool
+		batch   int
 	}{
 		{name: "burst/workers=8/shared-quota=false", workers: 8, shared: false},
 		{name: "burst/workers=8/shared-quota=true", workers: 8, shared: true},
@@ -53,12 +54,17 @@ func BenchmarkPipeline(b *testing.B) {
 		{name: "burst/workers=32/shared-quota=true", workers: 32, shared: true},
 		{name: "serial/workers=8/shared-quota=false", workers: 8, shared: false, serial: true},
 		{name: "serial/workers=8/shared-quota=true", workers: 8, shared: true, serial: true},
+		// A 5,000-event backlog published at once (issue 12, item 5): run it with -benchtime 1x.
+		{name: "backlog=5000/workers=32/shared-quota=true", workers: 32, shared: true, batch: 5000},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			batch := benchBatch
-			if c.serial {
+			switch {
+			case c.serial:
 				batch = 1
+			case c.batch > 0:
+				batch = c.batch
 			}
 			benchPipeline(b, c.workers, c.shared, batch)
 		})
