@@ -125,6 +125,16 @@ func (l *Local) wait(ctx context.Context, key Key) (time.Time, error) {
 			l.metrics.observeGrant(key, now.Sub(start))
 			return now, nil
 		}
+		if tooLong(ctx, now, at) {
+			if i := slices.Index(ks.queue, w); i >= 0 {
+				ks.queue = slices.Delete(ks.queue, i, i+1)
+				if i == 0 && len(ks.queue) > 0 {
+					ks.queue[0].signal()
+				}
+			}
+			l.mu.Unlock()
+			return time.Time{}, &BusyError{Key: key, Until: at}
+		}
 		l.mu.Unlock()
 		timer := l.clock.NewTimer(at.Sub(now))
 		select {

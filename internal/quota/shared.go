@@ -285,6 +285,9 @@ func (s *Shared) Wait(ctx context.Context, key Key) error {
 			s.metrics.observeGrant(key, s.opts.clock.Now().Sub(start))
 			return nil
 		}
+		if now := s.opts.clock.Now(); tooLong(ctx, now, at) {
+			return &BusyError{Key: key, Until: at}
+		}
 		timer := s.opts.clock.NewTimer(at.Sub(s.opts.clock.Now()))
 		select {
 		case <-timer.C():

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lr-relay/lr-relay/internal/action"
 	"github.com/lr-relay/lr-relay/internal/command"
+	"github.com/lr-relay/lr-relay/internal/quota"
 	"github.com/lr-relay/lr-relay/schemas"
 )
 
@@ -232,8 +233,20 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource, w *ev
 			r.metrics.skipped.Inc()
 			continue
 		}
-		ev, err := r.o.Commands.Result(ctx, t, a, c)
+		cctx := ctx
+		if tk != nil {
+			// The estimate that let the call go ahead may be early (another replica's grant not seen yet):
+			// rather than hold the worker on the budget, the limiter says when it frees, and the event is set
+			// aside until then.
+			cctx = quota.WithMaxWait(ctx, maxBudgetWait)
+		}
+		ev, err := r.o.Commands.Result(cctx, t, a, c)
 		r.gate.made(tk)
+		var busy budgetBusy
+		if errors.As(err, &busy) && ctx.Err() == nil {
+			at.fate, at.due, at.work, at.t = fatePark, busy.BusyUntil(), w, tenant
+			return at
+		}
 		var pe *command.ProblemError
 		if errors.As(err, &pe) && ctx.Err() == nil {
 			// A command-level problem: the command still ends as exactly one result, describing it.
@@ -351,6 +364,12 @@ func (r *Relay) checkCommands(a *action.MachineAction, d decision) (decision, bo
 	}
 	return decision{}, true
 }
+
+// maxBudgetWait is how long a worker may wait for its tenant's budget before the event is set aside instead.
+const maxBudgetWait = 250 * time.Millisecond
+
+// budgetBusy is implemented by the limiter's answer when a call would have waited longer than maxBudgetWait.
+type budgetBusy interface{ BusyUntil() time.Time }
 
 // credentialsRejected is implemented by errors that mean a tenant's credentials are refused (wrong secret,
 // wrong or revoked certificate): a condition of the tenant, not of the event.
