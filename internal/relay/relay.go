@@ -291,7 +291,7 @@ func (r *Relay) dispatch(ctx, workCtx context.Context, running *sync.WaitGroup) 
 func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 	t, calls := r.peek(msg.Data())
 	if t == nil {
-		r.slots <- struct{}{}
+		r.acquire(msg)
 		r.handle(workCtx, msg, nil, nil)
 		<-r.slots
 		return
@@ -299,7 +299,7 @@ func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 	now := time.Now()
 	tk, due, ok := r.gate.admit(t, calls, now)
 	if ok {
-		r.slots <- struct{}{}
+		r.acquire(msg)
 		r.handle(workCtx, msg, nil, &tk)
 		<-r.slots
 		r.gate.release(tk)
@@ -314,6 +314,19 @@ func (r *Relay) admit(workCtx context.Context, msg jetstream.Msg) {
 		delay = due.Sub(now)
 	}
 	r.deferMsg(msg, t.Name, delay)
+}
+
+// acquire takes a work slot for msg, keeping msg alive while it waits for one (the slots may all be held by
+// long downloads of resumed events).
+func (r *Relay) acquire(msg jetstream.Msg) {
+	select {
+	case r.slots <- struct{}{}:
+		return
+	default:
+	}
+	stop := r.keepAlive(msg)
+	r.slots <- struct{}{}
+	stop()
 }
 
 // peek reads an event's tenant and the result-link calls it needs (the gate looks at whether it needs one), nil when there is no gate or
