@@ -30,9 +30,8 @@ type timerClock struct {
 }
 
 type fakeTimer struct {
-	at      time.Time
-	f       func()
-	stopped bool
+	at time.Time
+	f  func()
 }
 
 func newTimerClock() *timerClock {
