@@ -202,7 +202,8 @@ func TestBackgroundRefreshSpreadsInStepTenants(t *testing.T) {
 	if spread := p95 - p5; spread < 4*time.Minute {
 		t.Errorf("p5-p95 spread of the refreshes = %s, want at least 4m of the 6m jitter interval", spread)
 	}
-	t.Logf("%d tenants: refreshes from %s to %s after issue (p5-p95 %s), busiest second %d", tenants, rel[0], rel[len(rel)-1], p95-p5, busiest)
+	t.Logf("%d tenants: refreshes from %s to %s after issue (p5-p95 %s), busiest second %d", tenants,
+		rel[0].Round(time.Second), rel[len(rel)-1].Round(time.Second), (p95 - p5).Round(time.Second), busiest)
 }
 
 // newTimedHarness is newHarness on a timerClock, whose timers drive the background refresh.
