@@ -61,7 +61,7 @@ type App struct {
 	relay    *relay.Relay
 	degraded []func() bool
 	auth     []*mde.Client // every tenant's client, for the per-tenant auth detail of Ready
-	authStop func()        // stops the auth checks of the previous tenants() attempt
+	authStop func()        // stops the auth checks and the background token refreshes of the clients in auth
 	// violation is the first NATS permissions violation seen (readiness stays false once there is one);
 	// violations holds every distinct one, so that each is logged once.
 	violation  string
@@ -158,6 +158,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
+	cleanup = append(cleanup, func() {
+		a.mu.Lock()
+		stop := a.authStop
+		a.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
+	})
 	tenantWorkers := a.cfg.TenantMaxWorkers
 	if tenantWorkers == 0 && len(tenants) > 1 {
 		tenantWorkers = max(1, (a.cfg.Workers+1)/2)
@@ -479,7 +487,13 @@ func (a *App) tenants(ctx context.Context, js jetstream.JetStream) (relay.Router
 		}
 	}
 	rt := tenant.NewRouter(byID, def, def != nil)
-	checkCtx, stop := context.WithCancel(ctx)
+	checkCtx, stopChecks := context.WithCancel(ctx)
+	stop := func() {
+		stopChecks()
+		for _, c := range clients {
+			c.Close() // the timers of the background token refresh
+		}
+	}
 	a.mu.Lock()
 	if a.authStop != nil {
 		a.authStop()

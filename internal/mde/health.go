@@ -20,15 +20,19 @@ func (c *Client) Tenant() string { return c.tenant }
 // at start rather than at the first event. The outcome is recorded in lr_tenant_auth_ok and AuthHealthy;
 // the error is returned for callers that want it.
 func (c *Client) CheckAuth(ctx context.Context) error {
-	_, err := c.tokens.get(ctx)
+	_, err := c.tokens.obtain(ctx, false)
 	return err
 }
+
+// Close stops the client's background token refresh (its timer and any refresh in flight) and waits for it.
+// Calls made after Close still work: their tokens are fetched on demand.
+func (c *Client) Close() { c.tokens.close() }
 
 // CheckAuthAll runs CheckAuth for every client, at most concurrency at a time, so that a thousand tenants
 // starting together send their first token requests a few at a time, not in one burst. Then, every recheck
 // (if positive) until ctx ends, it checks again the clients whose authentication is not ok, so that a
 // tenant whose secret or certificate was fixed shows healthy again even before its next event. Healthy
-// tenants cost nothing here: their tokens are refreshed on demand. Rejected ones cost at most one token
+// tenants cost nothing here: a token checked here arms no background refresh until a call uses it. Rejected ones cost at most one token
 // request per rejectedPace (the pacing in the token cache applies).
 func CheckAuthAll(ctx context.Context, clients []*Client, concurrency int, recheck time.Duration) {
 	checkAll(ctx, clients, concurrency)

@@ -167,6 +167,7 @@ func startHarness(t *testing.T, h *harness, serve func(http.Handler) *httptest.S
 		t.Fatalf("New: %v", err)
 	}
 	h.client = c
+	t.Cleanup(c.Close) // stops the background token refresh
 	return h
 }
 

@@ -47,6 +47,13 @@ const (
 // tokenCache hands out a cached access token and fetches a new one, one request at a time, when it is about
 // to expire or has been refused by the API. After the credentials were rejected it paces further attempts
 // (rejectedPace) and tracks the tenant's authentication health.
+//
+// A token that has been handed to an API call is replaced in the background at its jittered refresh point
+// (refreshAt): the first hand-out arms one timer, and when it fires the replacement is fetched while callers
+// keep using the current token. Tenants whose calls come in step (quota windows that free at the same
+// instant) would otherwise all refresh at their first call after refreshAt, in the same second. A token that
+// nobody used since it was obtained arms nothing: an idle tenant costs no timer and no request, and its next
+// call fetches on demand.
 type tokenCache struct {
 	cred    credential
 	now     func() time.Time
@@ -55,10 +62,13 @@ type tokenCache struct {
 	log     zerolog.Logger
 	metrics *metrics
 	tenant  string
+	// afterFunc arms the background refresh (time.AfterFunc when nil) and returns the function that stops it.
+	afterFunc func(time.Duration, func()) (stop func() bool)
 
 	mu        sync.Mutex
 	token     string    // guarded by mu; "" when there is none
 	refreshAt time.Time // guarded by mu
+	expiresAt time.Time // guarded by mu; when the token dies
 	flight    *flight   // guarded by mu; the token request in progress, if any
 	// rejected is the last credentials rejection, returned without a request until retryAt unless the
 	// credential files no longer match rejectedFiles. Guarded by mu.
@@ -67,6 +77,18 @@ type tokenCache struct {
 	rejectedFiles string
 	state         health // guarded by mu
 	lastErr       error  // guarded by mu; the last failure, for the readiness detail
+
+	// The background refresh, all guarded by mu. used: the token was handed to an API call (its timer is
+	// armed). spare: a background refresh of the token is running or failed, so callers keep using the token
+	// until expiresAt instead of waiting. stopTimer stops the armed timer (nil when none). closed: close was
+	// called; nothing is armed or started any more. bgCtx ends with close and bounds background requests.
+	used      bool
+	spare     bool
+	stopTimer func() bool
+	closed    bool
+	bgCtx     context.Context
+	bgCancel  context.CancelFunc
+	bg        sync.WaitGroup // background refreshes running
 }
 
 // flight is one token request that concurrent callers share. Its fields are written before done is closed.
@@ -77,16 +99,31 @@ type flight struct {
 	// abandoned is set when the request failed because its caller's context ended: the others should not
 	// inherit that failure but try again themselves.
 	abandoned bool
+	// background is set for the refresh the timer started (no caller waits for it unless its token is gone).
+	background bool
 }
 
-// get returns a valid access token, fetching one if needed. Concurrent callers wait for the same request.
-func (t *tokenCache) get(ctx context.Context) (string, error) {
+// get returns a valid access token for an API call, fetching one if needed. Concurrent callers wait for the
+// same request. Handing a token to a call arms its background refresh.
+func (t *tokenCache) get(ctx context.Context) (string, error) { return t.obtain(ctx, true) }
+
+// obtain is get; use tells whether the token is for an API call (CheckAuth's is not: a tenant that only
+// had its credentials checked stays idle and arms no refresh).
+func (t *tokenCache) obtain(ctx context.Context, use bool) (string, error) {
 	for {
 		t.mu.Lock()
-		if t.token != "" && t.now().Before(t.refreshAt) {
-			tok := t.token
-			t.mu.Unlock()
-			return tok, nil
+		if t.token != "" {
+			now := t.now()
+			// Before refreshAt the token is simply cached; after it, while a background refresh runs (or failed),
+			// the token is used until it really expires rather than making the caller wait.
+			if now.Before(t.refreshAt) || (t.spare && now.Before(t.expiresAt)) {
+				tok := t.token
+				if use {
+					t.markUsed()
+				}
+				t.mu.Unlock()
+				return tok, nil
+			}
 		}
 		f := t.flight
 		if f == nil {
@@ -98,6 +135,9 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 			t.flight = f
 			t.mu.Unlock()
 			t.fetch(ctx, f)
+			if use && f.err == nil {
+				t.use(f.token)
+			}
 			return f.token, f.err
 		}
 		t.mu.Unlock()
@@ -109,8 +149,84 @@ func (t *tokenCache) get(ctx context.Context) (string, error) {
 		if f.abandoned && ctx.Err() == nil {
 			continue
 		}
+		if use && f.err == nil {
+			t.use(f.token)
+		}
 		return f.token, f.err
 	}
+}
+
+// use records that tok was handed to an API call, if it is still the current token.
+func (t *tokenCache) use(tok string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tok != "" && t.token == tok {
+		t.markUsed()
+	}
+}
+
+// markUsed records the first hand-out of the current token to an API call and arms its background refresh
+// at refreshAt (not when refreshAt has passed already: the caller then goes the on-demand way). Called with
+// mu held.
+func (t *tokenCache) markUsed() {
+	if t.used {
+		return
+	}
+	t.used = true
+	d := t.refreshAt.Sub(t.now())
+	if t.closed || d <= 0 {
+		return
+	}
+	tok := t.token
+	if t.stopTimer != nil {
+		t.stopTimer()
+	}
+	f := func() { t.refreshInBackground(tok) }
+	if t.afterFunc != nil {
+		t.stopTimer = t.afterFunc(d, f)
+	} else {
+		t.stopTimer = time.AfterFunc(d, f).Stop
+	}
+}
+
+// refreshInBackground is the timer of token tok: it fetches the replacement while callers keep using tok.
+// Nothing happens when tok was replaced or dropped meanwhile, when a request is already in flight, or after
+// close. A failure leaves tok in use until it expires (the next call after that fetches on demand), except a
+// credentials rejection, which is handled as on the on-demand path: pacing, health failing, and callers get
+// the rejection.
+func (t *tokenCache) refreshInBackground(tok string) {
+	t.mu.Lock()
+	if t.closed || t.token != tok || !t.used || t.flight != nil {
+		t.mu.Unlock()
+		return
+	}
+	f := &flight{done: make(chan struct{}), background: true}
+	t.flight, t.spare, t.stopTimer = f, true, nil
+	if t.bgCtx == nil {
+		t.bgCtx, t.bgCancel = context.WithCancel(context.Background())
+	}
+	ctx := t.bgCtx
+	t.bg.Add(1)
+	t.mu.Unlock()
+	defer t.bg.Done()
+	t.fetch(ctx, f)
+}
+
+// close stops the background refresh: the armed timer, and any background request (which it waits for).
+// The on-demand path keeps working.
+func (t *tokenCache) close() {
+	t.mu.Lock()
+	t.closed = true
+	if t.stopTimer != nil {
+		t.stopTimer()
+		t.stopTimer = nil
+	}
+	cancel := t.bgCancel
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	t.bg.Wait()
 }
 
 // paced returns the last rejection while the tenant is paced: less than rejectedPace since the credentials
@@ -151,17 +267,24 @@ func (t *tokenCache) fetch(ctx context.Context, f *flight) {
 		if f.abandoned {
 			ev = t.log.Debug()
 		}
-		ev.Err(f.err).Msg("mde token request failed")
+		ev.Err(f.err).Bool("background", f.background).Msg("mde token request failed")
 		if !f.abandoned {
 			t.failed(err, start, files)
 		}
 	} else {
 		f.token = tok
 		t.metrics.token("ok")
-		t.log.Debug().Float64("lifetime_seconds", life.Seconds()).Msg("mde token obtained")
+		t.log.Debug().Float64("lifetime_seconds", life.Seconds()).Bool("background", f.background).Msg("mde token obtained")
 		t.mu.Lock()
 		t.token = tok
 		t.refreshAt = start.Add(life - refreshBefore(life, t.jitter()))
+		t.expiresAt = start.Add(life)
+		// The new token is armed at its first hand-out; the old one's timer, if still pending, goes.
+		t.used, t.spare = false, false
+		if t.stopTimer != nil {
+			t.stopTimer()
+			t.stopTimer = nil
+		}
 		t.rejected = nil
 		t.lastErr = nil
 		t.transition(healthOK, nil)
@@ -183,6 +306,7 @@ func (t *tokenCache) failed(err error, start time.Time, files string) {
 	if errors.As(err, &te) && te.CredentialsRejected() {
 		t.rejected = te
 		t.retryAt = start.Add(rejectedPace)
+		t.spare = false // callers past refreshAt get the rejection, as when the refresh is made on demand
 		t.rejectedFiles = files
 		t.transition(healthFailing, te)
 	}
