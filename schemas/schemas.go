@@ -109,9 +109,13 @@ func (v *Validator) ValidateDeadLetter(doc []byte) error {
 
 func validate(sch *jsonschema.Schema, name string, doc []byte) error {
 	// UnmarshalJSON keeps numbers as json.Number, so 1.5 is not an integer and large integers stay exact.
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		return &JSONError{Schema: name, Err: err}
+	// fastDecode gives the same value for the plain documents the relay publishes, at a fraction of the cost.
+	inst, ok := fastDecode(doc)
+	if !ok {
+		var err error
+		if inst, err = jsonschema.UnmarshalJSON(bytes.NewReader(doc)); err != nil {
+			return &JSONError{Schema: name, Err: err}
+		}
 	}
 	if err := sch.Validate(inst); err != nil {
 		return &ValidationError{Schema: name, Detail: describe(err), TooLarge: overBound(err)}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +33,8 @@ import (
 //
 //	go test -run '^$' -bench RelayVsBaseline -benchtime 1x ./internal/e2e/
 //
-// Metrics: relay-results/s, baseline-results/s and their ratio (the target is at least 0.5).
+// Metrics: relay-results/s, baseline-results/s and their ratio (the target is at least 0.5), and the
+// process CPU per result while each side ran (less sensitive to the machine's load than the rates).
 func BenchmarkRelayVsBaseline(b *testing.B) {
 	for _, tenants := range []int{1, 64} {
 		b.Run(fmt.Sprintf("tenants=%d", tenants), func(b *testing.B) { benchRelayVsBaseline(b, tenants) })
@@ -41,6 +43,9 @@ func BenchmarkRelayVsBaseline(b *testing.B) {
 
 // baselineEvents is the number of events (one result each) per timed run of each side.
 const baselineEvents = 2000
+
+// baselineRounds is the number of alternating rounds the events of one iteration are split into.
+const baselineRounds = 4
 
 // baselineWorkers is the concurrency of both sides.
 const baselineWorkers = 8
@@ -93,12 +98,27 @@ func benchRelayVsBaseline(b *testing.B, n int) {
 	relayRun(len(tenants) * 2)
 	baseRun(len(tenants) * 2)
 
-	var relayTime, baseTime time.Duration
+	// Each iteration runs both sides in baselineRounds alternating rounds (relay first, then baseline first,
+	// and so on), so that a change in the machine's load during the run weighs on both alike. CPU is the whole
+	// process's (server, simulator and client included), measured around each side's rounds.
+	var relayTime, baseTime, relayCPU, baseCPU time.Duration
 	results := 0
+	timed := func(run func(int) time.Duration, wall, cpu *time.Duration) {
+		c0 := processCPU(b)
+		*wall += run(baselineEvents / baselineRounds)
+		*cpu += processCPU(b) - c0
+	}
 	for b.Loop() {
-		relayTime += relayRun(baselineEvents)
-		baseTime += baseRun(baselineEvents)
-		results += baselineEvents
+		for round := range baselineRounds {
+			if round%2 == 0 {
+				timed(relayRun, &relayTime, &relayCPU)
+				timed(baseRun, &baseTime, &baseCPU)
+			} else {
+				timed(baseRun, &baseTime, &baseCPU)
+				timed(relayRun, &relayTime, &relayCPU)
+			}
+		}
+		results += baselineEvents / baselineRounds * baselineRounds
 	}
 	if bad := col.notRelayed.Load(); bad != 0 {
 		b.Fatalf("%d results did not have outcome relayed", bad)
@@ -115,6 +135,17 @@ func benchRelayVsBaseline(b *testing.B, n int) {
 	b.ReportMetric(relayRate, "relay-results/s")
 	b.ReportMetric(baseRate, "baseline-results/s")
 	b.ReportMetric(relayRate/baseRate, "ratio")
+	b.ReportMetric(float64(relayCPU.Microseconds())/float64(results), "relay-cpu-us/result")
+	b.ReportMetric(float64(baseCPU.Microseconds())/float64(results), "baseline-cpu-us/result")
+}
+
+// processCPU returns the CPU time (user and system) this process has used so far.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchTenantsEnv starts a quiet simulator serving n tenants (the first is the simulator's default tenant)

@@ -19,6 +19,8 @@ type options struct {
 	noLeaseAhead bool
 	// onGrant, for tests, sees every grant with the exact time recorded.
 	onGrant func(key Key, at time.Time)
+	// onUse, for tests, sees every grant Shared.Wait hands to a caller, at the instant it does.
+	onUse func(key Key, at time.Time)
 }
 
 func buildOptions(opts []Option) options {

@@ -84,10 +84,13 @@ var ErrStoreUnreachable = errors.New("quota store unreachable")
 //
 // Round trips: the limiter keeps the entry it last read or wrote (with its
 // revision) and writes on top of it directly; only a lost compare-and-swap
-// costs a read. When several callers of this process wait for the same key,
-// one write grants them all (as many as the windows allow now): the grants
-// beyond the first are a lease, used by the next callers in the queue without
-// a round trip, and only while the margin covers the delay (see try).
+// costs a read. While every window has ample room, one write takes a few
+// grants at once (for the callers queued in this process and the next ones to
+// come): the grants beyond the first are a lease, used without a round trip
+// until the lease ends, and dropped (never used late) after. A batch is
+// checked against the windows at the instant it is taken, and recorded at the
+// instant its lease ends, the latest at which any of its calls may leave (see
+// try), so no window can see more calls than the log allows.
 //
 // A replica that crashes leaks nothing: its grants simply age out of the
 // window. While the store cannot be reached, Wait falls back to a local share
@@ -259,7 +262,7 @@ func (s *Shared) Wait(ctx context.Context, key Key) error {
 			return s.waitFallback(ctx, fb, key, start)
 		}
 		if s.takeLease(key) {
-			s.metrics.observeGrant(key, s.opts.clock.Now().Sub(start))
+			s.used(key, start)
 			return nil
 		}
 		granted, at, err := s.try(ctx, key, mayDiscard)
@@ -282,7 +285,7 @@ func (s *Shared) Wait(ctx context.Context, key Key) error {
 		}
 		s.markHealthy()
 		if granted {
-			s.metrics.observeGrant(key, s.opts.clock.Now().Sub(start))
+			s.used(key, start)
 			return nil
 		}
 		if now := s.opts.clock.Now(); tooLong(ctx, now, at) {
@@ -296,6 +299,15 @@ func (s *Shared) Wait(ctx context.Context, key Key) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// used records a grant handed to a caller of Wait that started at start.
+func (s *Shared) used(key Key, start time.Time) {
+	now := s.opts.clock.Now()
+	if s.opts.onUse != nil {
+		s.opts.onUse(key, now)
+	}
+	s.metrics.observeGrant(key, now.Sub(start))
 }
 
 // NextFree estimates, without blocking and without a round trip, when n more
@@ -332,15 +344,32 @@ func (s *Shared) NextFree(key Key, n int) time.Time {
 // busy process, few enough that the entry stays small.
 const maxLeaseAhead = 8
 
-// leaseAhead switches grants for callers not yet queued on. It is off: with several processes sharing
-// second-long windows (TestScaleManyTenants) it let a call through late in one run out of three, and a 429
-// pauses the whole tenant. Grants for callers already queued in this process stay batched.
-const leaseAhead = false
+// leaseAhead lets one write take maxLeaseAhead grants for callers not yet
+// queued, and batchQueued one grant for every caller of the key queued in this
+// process; both only while half of every window is free. They were once off:
+// batched grants were stamped when taken and used up to a margin later, so a
+// window at the API could see them arrive later than the log said (429s in
+// TestScaleManyTenants and the strict quota step). Now a batch is stamped at
+// the end of its lease (see leaseLength), which no call of it leaves after.
+const (
+	leaseAhead  = true
+	batchQueued = true
+)
 
-// batchQueued lets one write grant every caller of a key queued in this process. It is off: with 4 processes
-// at 1 s windows and a 25 ms margin (the strict quota step) the batched calls, leaving together, arrived late
-// enough for five 429s in one run; one grant per write is the behaviour those tests were tuned on.
-const batchQueued = false
+// leaseLength returns how long grants taken in one write may wait for their
+// calls: half the margin, and at most a twentieth of the shortest window. A
+// batch is recorded at its lease's end, so its slots free up that much later
+// than they could: the lease is kept short against every window. Zero (no
+// batching) without a margin.
+func leaseLength(widen time.Duration, windows []Window) time.Duration {
+	shortest := time.Duration(0)
+	for i, w := range windows {
+		if i == 0 || w.Length < shortest {
+			shortest = w.Length
+		}
+	}
+	return min(widen/2, shortest/20)
+}
 
 // errConflict means the compare-and-swap lost to another writer.
 var errConflict = errors.New("quota: concurrent update")
@@ -431,27 +460,43 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 		// safe; the write at the end of the wait finds out what changed.
 		return false, at, nil
 	}
-	// One write grants this caller and, when a margin covers a short delay,
-	// the callers queued behind it in this process, as far as the windows
-	// allow now; while half of every window is free, up to maxLeaseAhead
-	// grants for callers still to come. What is not used in time is removed
-	// by the next write.
+	// One write grants this caller and, while half of every window is free,
+	// the callers queued behind it in this process and up to maxLeaseAhead
+	// grants for callers still to come, as far as the windows allow now.
+	//
+	// Why a batch is safe: its n grants are checked here, at now, against the
+	// log (room counts every entry, those dated in the future included), and
+	// recorded at lease end = now + leaseLength, the latest instant any of
+	// them may be used; takeLease refuses them after it, and the next write
+	// removes those left. So every call leaves between the instant its grant
+	// was checked and its stamp (a direct grant: its stamp plus the write, as
+	// before). For any N+1 calls within one window, take the one granted last:
+	// the other N were in the log when it was checked, and the check found the
+	// Nth latest stamp at least w+margin before now; that call left after that
+	// stamp's call by at least w+margin less the spread of delays the margin
+	// is there to cover. Stamps in the future only make later checks stricter.
 	n := 1
-	if s.widen > 0 {
+	stamp := now
+	if lease := leaseLength(s.widen, s.windows); lease > 0 {
 		r := room(st.log, s.windows, s.widen, st.pausedUntil, now)
 		want := 1
-		if batchQueued {
-			want = s.queue.waiting(key)
-		}
-		if leaseAhead && 2*r >= s.minLimit && !s.opts.noLeaseAhead {
-			want = max(want, maxLeaseAhead)
+		if 2*r >= s.minLimit {
+			if batchQueued {
+				want = s.queue.waiting(key)
+			}
+			if leaseAhead && !s.opts.noLeaseAhead {
+				want = max(want, maxLeaseAhead)
+			}
 		}
 		n = max(min(r, want), 1)
+		if n > 1 {
+			stamp = now.Add(lease)
+		}
 	}
 	// Keep the log ascending even when another replica's clock is ahead of
-	// ours: stamping our grant no earlier than the last one only makes later
-	// checks more careful.
-	stamp := now
+	// ours, or a batch was stamped ahead: stamping our grant no earlier than
+	// the last one only makes later checks more careful (and gives a lease
+	// more time, still ending at its stamp).
 	if l := len(st.log); l > 0 && st.log[l-1].After(stamp) {
 		stamp = st.log[l-1]
 	}
@@ -487,9 +532,8 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 	// it: a 429, which pauses the whole tenant. Leaving this one slot unused
 	// costs one call instead, and the log, which still holds the stamp, only
 	// errs on the careful side. A store that is slow but steady spreads
-	// nothing and loses nothing. Leased grants get the same bound: they are
-	// used only until stamp + floor + margin/2, as late as a direct grant may
-	// leave.
+	// nothing and loses nothing. Leased grants are used only until their
+	// stamp.
 	took := s.opts.clock.Now().Sub(now)
 	floor := s.writes.add(took)
 	late := mayDiscard && s.widen > 0 && took-floor > s.widen/2
@@ -502,8 +546,13 @@ func (s *Shared) try(ctx context.Context, key Key, mayDiscard bool) (granted boo
 		return slices.ContainsFunc(pending, g.Equal)
 	})
 	ks.leased, ks.leaseStamp, ks.leaseEnd = 0, time.Time{}, time.Time{}
-	if n > 1 && !late {
-		ks.leased, ks.leaseStamp, ks.leaseEnd = n-1, stamp, stamp.Add(floor+s.widen/2)
+	if n > 1 {
+		// After a late write the lease is over at once: the next write
+		// removes its grants, unused.
+		ks.leased, ks.leaseStamp, ks.leaseEnd = n-1, stamp, stamp
+		if late {
+			ks.leaseEnd = time.Time{}
+		}
 	}
 	s.mu.Unlock()
 	if late {

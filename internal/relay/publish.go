@@ -47,9 +47,11 @@ var (
 	outcomes      = []string{result.OutcomeRelayed, result.OutcomeNoResult, result.OutcomeParseError, result.OutcomeTooLarge, result.OutcomeError}
 )
 
-// alreadyPublished asks the results stream whether a result is stored on subject. This, not the duplicate
-// window, is what keeps a late redelivery from publishing twice. The subject holds the tenant, so one tenant's
-// result never hides another's.
+// alreadyPublished asks the results stream whether a result is stored on subject, so that a redelivery
+// spends no API call on a command whose result is stored. It is no longer what prevents a duplicate:
+// publishResult makes the server refuse a second result on the subject whatever the duplicate window (see
+// there), so a caller may skip this round trip where a stored result is unlikely (a first delivery). The
+// subject holds the tenant, so one tenant's result never hides another's.
 func (r *Relay) alreadyPublished(ctx context.Context, subject string) (bool, error) {
 	_, err := r.results.GetLastMsgForSubject(ctx, subject)
 	switch {
@@ -87,9 +89,20 @@ func (r *Relay) publishResult(ctx context.Context, t command.Tenant, subject str
 	msg.Header.Set("Lr-Command-Type", label)
 	msg.Header.Set("Lr-Outcome", ev.Outcome)
 	start := time.Now()
+	// Exactly one result per subject, enforced by the server in the same round trip as the publish:
+	// Nats-Expected-Last-Subject-Sequence 0 means "only if nothing is stored on this subject". The duplicate
+	// window (Nats-Msg-Id) only covers the first publishes within it; this covers a redelivery or an event
+	// published again by the SOAR hours later, without a lookup before the work. A refusal means the result
+	// is already stored (by an earlier delivery, or another replica racing on the same event): like a
+	// duplicate, it is the success of the earlier publish.
 	ack, err := r.o.JS.PublishMsg(ctx, msg,
 		jetstream.WithMsgID(MsgID(ev.Tenant, ev.ActionID, ev.Index)),
-		jetstream.WithExpectStream(r.o.Streams.ResultStream))
+		jetstream.WithExpectStream(r.o.Streams.ResultStream),
+		jetstream.WithExpectLastSequencePerSubject(0))
+	if resultStored(err) {
+		r.metrics.duplicates.Inc()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -106,6 +119,18 @@ func (r *Relay) publishResult(ctx context.Context, t command.Tenant, subject str
 		r.o.OnResult(ev)
 	}
 	return nil
+}
+
+// resultStored reports whether a publish was refused because the subject already holds a message (the
+// server's "wrong last sequence" answer to Nats-Expected-Last-Subject-Sequence; replicated streams answer with
+// a code of their own).
+func resultStored(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	return api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 func (r *Relay) publishDeadLetter(ctx context.Context, dl *DeadLetter, payload []byte) error {
