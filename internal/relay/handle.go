@@ -225,13 +225,18 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource, w *ev
 			}
 		}
 		subject := r.resultSubject(t.Name, a.ID, c.Index)
-		done, err := r.alreadyPublished(ctx, subject)
-		if err != nil {
-			return r.failure(ctx, at, fmt.Errorf("checking results stream for %s: %w", subject, err))
-		}
-		if done {
-			r.metrics.skipped.Inc()
-			continue
+		// A redelivery first asks whether the result is stored, to spend no API call on it. A first delivery
+		// skips the round trip: no result of it can be stored unless the same action was published again, and
+		// then the server refuses the second result anyway (publishResult: one result per subject).
+		if src.deliveries != 1 {
+			done, err := r.alreadyPublished(ctx, subject)
+			if err != nil {
+				return r.failure(ctx, at, fmt.Errorf("checking results stream for %s: %w", subject, err))
+			}
+			if done {
+				r.metrics.skipped.Inc()
+				continue
+			}
 		}
 		cctx := ctx
 		if tk != nil {

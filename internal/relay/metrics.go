@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "lr", Name: "deadletters_total",
 			Help: "Dead-letter records stored, by reason."}, []string{"reason"}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "lr", Name: "results_duplicate_total",
-			Help: "Result publishes the results stream recognised as duplicates (Nats-Msg-Id)."}),
+			Help: "Result publishes the results stream refused as duplicates (Nats-Msg-Id, or a result already stored on the subject)."}),
 		skipped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "lr", Name: "results_already_stored_total",
 			Help: "Commands skipped on redelivery because their result was already stored."}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "lr", Name: "events_in_flight",
