@@ -57,7 +57,7 @@ func windowViolation(arrivals []time.Time, windows []Window) string {
 // fake and moves only while every caller sleeps on its timer, so the writes themselves take no time.
 func TestSharedBatchesNeverLate(t *testing.T) {
 	srv := startServer(t, t.TempDir(), 0)
-	windows := []Window{{20, time.Second}, {200, 10 * time.Second}}
+	windows := []Window{{50, time.Second}, {500, 10 * time.Second}}
 	const margin = 100 * time.Millisecond
 	for seed := range uint64(6) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
