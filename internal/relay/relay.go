@@ -329,9 +329,9 @@ func (r *Relay) acquire(msg jetstream.Msg) {
 	stop()
 }
 
-// peek reads an event's tenant and the result-link calls it needs (the gate looks at whether it needs one), nil when there is no gate or
-// it cannot tell (the event is then handled at once, and dead-lettered if it is bad). An event without
-// commands needs one action call and then its links: it counts as one call.
+// peek reads an event's tenant and the result-link calls it needs (the gate only asks whether it needs one);
+// nil when there is no gate or it cannot tell (the event is then handled at once, and dead-lettered if it is
+// bad). An event without commands needs one action call and then its links: it counts as one call.
 func (r *Relay) peek(payload []byte) (*Tenant, int) {
 	if r.gate.limit == 0 {
 		return nil, 0
