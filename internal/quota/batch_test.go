@@ -57,7 +57,7 @@ func windowViolation(arrivals []time.Time, windows []Window) string {
 // fake and moves only while every caller sleeps on its timer, so the writes themselves take no time.
 func TestSharedBatchesNeverLate(t *testing.T) {
 	srv := startServer(t, t.TempDir(), 0)
-	windows := []Window{{50, time.Second}, {500, 10 * time.Second}}
+	windows := []Window{{20, time.Second}, {200, 10 * time.Second}}
 	const margin = 100 * time.Millisecond
 	for seed := range uint64(6) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
@@ -68,7 +68,7 @@ func TestSharedBatchesNeverLate(t *testing.T) {
 			var limiters []*Shared
 			for range procs {
 				l, err := NewShared(t.Context(), connect(t, srv), testConfig(fmt.Sprintf("prop%d", seed), windows, procs),
-					WithClock(clock), WithMargin(margin), rec.option())
+					WithClock(clock), WithMargin(margin), rec.option(), withBatchAt(1))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -166,7 +166,7 @@ func TestSharedLeaseEndsAtItsStamp(t *testing.T) {
 	}
 	uses := &useRecorder{}
 	s, err := NewShared(t.Context(), connect(t, srv), testConfig("leaseend", windows, 1),
-		WithClock(clock), WithMargin(margin), uses.option())
+		WithClock(clock), WithMargin(margin), uses.option(), withBatchAt(1))
 	if err != nil {
 		t.Fatal(err)
 	}

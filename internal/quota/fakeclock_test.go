@@ -101,3 +101,7 @@ func (t *fakeTimer) Stop() bool {
 	}
 	return false
 }
+
+// withBatchAt lets Shared batch grants at windows of at least n calls (minBatchLimit keeps batching to large
+// windows; the batching tests use small ones, where the windows fill).
+func withBatchAt(n int) Option { return func(o *options) { o.minBatchLimit = n } }

@@ -61,15 +61,15 @@ func TestLocalNextFree(t *testing.T) {
 // state last written, without a round trip.
 func TestSharedLeaseAndNextFree(t *testing.T) {
 	srv := startServer(t, t.TempDir(), 0)
-	windows := []Window{{50, time.Second}}
+	windows := []Window{{20, time.Second}}
 	rec := &grantRecorder{}
-	s, err := NewShared(t.Context(), connect(t, srv), testConfig("lease", windows, 1), rec.option(), WithMargin(200*time.Millisecond))
+	s, err := NewShared(t.Context(), connect(t, srv), testConfig("lease", windows, 1), rec.option(), WithMargin(200*time.Millisecond), withBatchAt(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := Key{"t", EndpointLinks}
 	var wg sync.WaitGroup
-	for range 50 {
+	for range 20 {
 		wg.Go(func() {
 			if err := s.Wait(context.Background(), key); err != nil {
 				t.Error(err)
@@ -78,10 +78,10 @@ func TestSharedLeaseAndNextFree(t *testing.T) {
 	}
 	wg.Wait()
 	grants := rec.snapshot()
-	if len(grants) != 50 {
-		t.Fatalf("%d grants recorded for 50 calls, want 50 (no lease left unused)", len(grants))
+	if len(grants) != 20 {
+		t.Fatalf("%d grants recorded for 20 calls, want 20 (no lease left unused)", len(grants))
 	}
-	checkWindows(t, grants, windows, 500*time.Millisecond)
+	checkWindows(t, grants, windows, 200*time.Millisecond)
 	entry, err := s.kv.Get(t.Context(), kvKey(key))
 	if err != nil {
 		t.Fatal(err)
@@ -90,10 +90,10 @@ func TestSharedLeaseAndNextFree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.log) != 50 {
-		t.Errorf("store holds %d grants, want 50", len(st.log))
+	if len(st.log) != 20 {
+		t.Errorf("store holds %d grants, want 20", len(st.log))
 	}
-	t.Logf("50 calls took %d writes", entry.Revision())
+	t.Logf("20 calls took %d writes", entry.Revision())
 	if at := s.NextFree(key, 1); !at.After(time.Now()) {
 		t.Errorf("NextFree after filling the window = %v, want later than now", at)
 	}
@@ -111,8 +111,8 @@ func TestSharedLeaseAheadReleased(t *testing.T) {
 	}
 	srv := startServer(t, t.TempDir(), 0)
 	clock := NewFakeClock(time.Now())
-	s, err := NewShared(t.Context(), connect(t, srv), testConfig("ahead", []Window{{60, time.Minute}}, 1),
-		WithClock(clock), WithMargin(20*time.Millisecond))
+	s, err := NewShared(t.Context(), connect(t, srv), testConfig("ahead", []Window{{10, time.Minute}}, 1),
+		WithClock(clock), WithMargin(20*time.Millisecond), withBatchAt(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,8 @@ type options struct {
 	margin     time.Duration
 	// noLeaseAhead, for tests of single grants, turns off Shared's grants for callers not yet queued.
 	noLeaseAhead bool
+	// minBatchLimit, for tests of batching at small windows, replaces minBatchLimit (0: the constant).
+	minBatchLimit int
 	// onGrant, for tests, sees every grant with the exact time recorded.
 	onGrant func(key Key, at time.Time)
 	// onUse, for tests, sees every grant Shared.Wait hands to a caller, at the instant it does.
