@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -223,25 +224,16 @@ func (d *fastDecoder) str() (string, bool) {
 	return "", false
 }
 
+// hex4 reads the 4 hex digits of a \u escape (encoding/hex, no allocation).
 func hex4(b []byte) (rune, bool) {
+	var v [2]byte
 	if len(b) < 4 {
 		return 0, false
 	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
+	if _, err := hex.Decode(v[:], b[:4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(v[0])<<8 | rune(v[1]), true
 }
 
 // number reads -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? as a json.Number, like UseNumber.

@@ -5,32 +5,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 )
-
-// useRecorder collects the instants at which Shared.Wait handed grants to callers (onUse).
-type useRecorder struct {
-	mu   sync.Mutex
-	uses []time.Time
-}
-
-func (r *useRecorder) option() Option {
-	return func(o *options) {
-		o.onUse = func(_ Key, at time.Time) {
-			r.mu.Lock()
-			r.uses = append(r.uses, at)
-			r.mu.Unlock()
-		}
-	}
-}
-
-func (r *useRecorder) snapshot() []time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.uses)
-}
 
 // windowViolation returns a description of the first window (N, w) in which more than N of the arrivals
 // fall within a span shorter than w, or "" when there is none: what a server counting arrivals would answer
@@ -63,12 +40,12 @@ func TestSharedBatchesNeverLate(t *testing.T) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 42))
 			clock := NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-			rec := &useRecorder{}
+			rec := &grantRecorder{}
 			const procs = 3
 			var limiters []*Shared
 			for range procs {
 				l, err := NewShared(t.Context(), connect(t, srv), testConfig(fmt.Sprintf("prop%d", seed), windows, procs),
-					WithClock(clock), WithMargin(margin), rec.option(), withBatchAt(1))
+					WithClock(clock), WithMargin(margin), rec.useOption(), withBatchAt(1))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -164,9 +141,9 @@ func TestSharedLeaseEndsAtItsStamp(t *testing.T) {
 	if lease != margin/2 {
 		t.Fatalf("leaseLength = %v, want half the margin, %v", lease, margin/2)
 	}
-	uses := &useRecorder{}
+	uses := &grantRecorder{}
 	s, err := NewShared(t.Context(), connect(t, srv), testConfig("leaseend", windows, 1),
-		WithClock(clock), WithMargin(margin), uses.option(), withBatchAt(1))
+		WithClock(clock), WithMargin(margin), uses.useOption(), withBatchAt(1))
 	if err != nil {
 		t.Fatal(err)
 	}

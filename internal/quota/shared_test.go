@@ -41,21 +41,22 @@ func testConfig(bucket string, windows []Window, processes int) SharedConfig {
 	}
 }
 
-// grantRecorder collects the exact grant stamps of several limiters.
+// grantRecorder collects instants from several limiters: the exact grant stamps (option), or the instants at
+// which Shared.Wait handed grants to callers (useOption).
 type grantRecorder struct {
 	mu     sync.Mutex
 	grants []time.Time
 }
 
-func (r *grantRecorder) option() Option {
-	return func(o *options) {
-		o.onGrant = func(_ Key, at time.Time) {
-			r.mu.Lock()
-			r.grants = append(r.grants, at)
-			r.mu.Unlock()
-		}
-	}
+func (r *grantRecorder) add(_ Key, at time.Time) {
+	r.mu.Lock()
+	r.grants = append(r.grants, at)
+	r.mu.Unlock()
 }
+
+func (r *grantRecorder) option() Option { return func(o *options) { o.onGrant = r.add } }
+
+func (r *grantRecorder) useOption() Option { return func(o *options) { o.onUse = r.add } }
 
 func (r *grantRecorder) snapshot() []time.Time {
 	r.mu.Lock()

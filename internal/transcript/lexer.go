@@ -4,6 +4,7 @@ package transcript
 // numbers, strings with their escapes, and skipping whole values). It knows nothing of the transcript's keys.
 
 import (
+	"encoding/hex"
 	"fmt"
 	"io"
 	"unicode/utf16"
@@ -497,25 +498,16 @@ func (p *parser) readUnicodeEscape(dst textSink) error {
 	return p.emitRune(dst, utf8.RuneError)
 }
 
+// hex4 reads the 4 hex digits of a \u escape (encoding/hex, no allocation).
 func hex4(b []byte) (rune, bool) {
+	var v [2]byte
 	if len(b) < 4 {
 		return 0, false
 	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
+	if _, err := hex.Decode(v[:], b[:4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(v[0])<<8 | rune(v[1]), true
 }
 
 // emit appends decoded bytes to the scratch buffer, flushing it to dst when full. Large runs bypass it.
