@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -491,8 +493,8 @@ type quotaSample struct {
 	value  float64
 }
 
-// quotaScrape reads /metrics. The text format is simple enough to read line by line: name{labels} value.
-func quotaScrape(t *testing.T, url string) []quotaSample {
+// metricsBody GETs a /metrics exposition.
+func metricsBody(t testing.TB, url string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -505,11 +507,28 @@ func quotaScrape(t *testing.T, url string) []quotaSample {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, resp.Status)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body
+}
+
+// quotaScrape reads /metrics. The text format is simple enough to read line by line: name{labels} value.
+func quotaScrape(t *testing.T, url string) []quotaSample {
+	t.Helper()
+	return parseMetrics(t, metricsBody(t, url))
+}
+
+// parseMetrics reads the samples of a Prometheus text exposition.
+func parseMetrics(t testing.TB, body []byte) []quotaSample {
+	t.Helper()
+	var err error
 	var out []quotaSample
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
