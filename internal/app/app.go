@@ -213,7 +213,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 		TenantWorkers: tenantWorkers, TenantParked: tenantParked, DeferDelay: a.cfg.TenantDeferDelay,
 		Deferrals: deferrals, Payloads: store, MaxPayload: int(nc.MaxPayload()),
 		MaxEventBytes: a.cfg.MaxEventBytes, MaxCommands: a.cfg.MaxCommands, MaxResultBytesPerEvent: a.cfg.MaxResultBytesPerEvent,
-		AuthRetryDelay: a.cfg.TenantAuthRetry, Version: Version, TenantNames: tenants,
+		AuthRetryDelay: a.cfg.TenantAuthRetry, MaxThrottleRetries: a.cfg.MDEMaxThrottleRetries, Version: Version,
+		TenantNames: tenants,
 	})
 	if err != nil {
 		return err

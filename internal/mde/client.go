@@ -383,7 +383,13 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 			return nil, err
 		}
 		if err := limiter.Wait(ctx, key); err != nil {
-			return nil, fmt.Errorf("mde: %s: waiting for rate limiter: %w", o.Name, err)
+			err = fmt.Errorf("mde: %s: waiting for rate limiter: %w", o.Name, err)
+			if throttled > 0 {
+				// The wait after a 429 was cut short (quota.WithMaxWait): the caller sets the call aside
+				// until the pause ends and counts the 429 itself (see ThrottledWait).
+				return nil, &throttledWait{err: err}
+			}
+			return nil, err
 		}
 		tok, err := c.tokens.get(ctx)
 		if err != nil {
@@ -421,6 +427,15 @@ func (c *Client) do(ctx context.Context, o op, rawURL string, limit int64) ([]by
 		return nil, apiErr
 	}
 }
+
+// throttledWait is a call's wait for its budget cut short right after the API answered 429. Its
+// AfterThrottle tells a caller that sets such calls aside (the relay, under quota.WithMaxWait) that the 429
+// counts toward LR_MDE_MAX_THROTTLE_RETRIES across its attempts, since this call could not count it.
+type throttledWait struct{ err error }
+
+func (e *throttledWait) Error() string       { return e.err.Error() }
+func (e *throttledWait) Unwrap() error       { return e.err }
+func (e *throttledWait) AfterThrottle() bool { return true }
 
 // send makes one HTTP request under the per-request timeout and reads at most limit bytes of a 2xx body
 // (maxErrorBytes of any other).

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/lr-relay/lr-relay/internal/action"
+	"github.com/lr-relay/lr-relay/internal/quota"
 )
 
 func TestNewValidation(t *testing.T) {
@@ -471,6 +472,38 @@ func TestThrottling(t *testing.T) {
 			t.Errorf("pause key = %q, want acme/actions", pauses[0].key)
 		}
 	})
+}
+
+// TestThrottledWaitIsMarked: when the wait after a 429 is cut short (the limiter answers busy, as under
+// quota.WithMaxWait), the error says both that the budget is busy until the pause ends and that a 429 came
+// first, so that the relay sets the call aside and counts the 429. A busy answer without a 429 is not marked.
+func TestThrottledWaitIsMarked(t *testing.T) {
+	h := newHarness(t, func(c *Config) { c.MaxThrottleRetries = 5 })
+	h.lim.busyAfterPause = true
+	h.setAPI(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, 429, apiErrorBody("TooManyRequests", "slow down", "t"))
+	})
+	_, err := h.client.GetResultLink(context.Background(), testActionID, 0)
+	var be *quota.BusyError
+	var th interface{ AfterThrottle() bool }
+	if !errors.As(err, &be) || !be.Until.Equal(h.clock.Now().Add(30*time.Second)) {
+		t.Fatalf("error = %v, want a *quota.BusyError until the 30s pause ends", err)
+	}
+	if !errors.As(err, &th) || !th.AfterThrottle() {
+		t.Errorf("error = %v, want it marked as following a 429", err)
+	}
+	if n := h.apiHits.Load(); n != 1 {
+		t.Errorf("api requests = %d, want 1 (the 429; the retry waits for the pause)", n)
+	}
+
+	// Busy before any call (the window is full): not marked.
+	h2 := newHarness(t, nil)
+	h2.lim.waitErr = &quota.BusyError{Key: quota.Key{Tenant: "acme", Endpoint: quota.EndpointLinks}, Until: time.Now().Add(time.Second)}
+	_, err = h2.client.GetResultLink(context.Background(), testActionID, 0)
+	if !errors.As(err, &be) || errors.As(err, &th) {
+		t.Errorf("error = %v, want a busy answer not marked as following a 429", err)
+	}
 }
 
 func TestParseRetryAfter(t *testing.T) {

@@ -31,6 +31,8 @@ type fakeLimiter struct {
 	waits   []string // key.String() of each Wait
 	pauses  []pauseCall
 	waitErr error
+	// busyAfterPause makes Wait answer as quota does under WithMaxWait while a pause is in force.
+	busyAfterPause bool
 }
 
 type pauseCall struct {
@@ -44,6 +46,9 @@ func (l *fakeLimiter) Wait(ctx context.Context, key quota.Key) error {
 	l.waits = append(l.waits, key.String())
 	if l.waitErr != nil {
 		return l.waitErr
+	}
+	if n := len(l.pauses); l.busyAfterPause && n > 0 {
+		return &quota.BusyError{Key: key, Until: l.pauses[n-1].until}
 	}
 	return ctx.Err()
 }

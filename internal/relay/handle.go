@@ -48,10 +48,11 @@ type decision struct {
 // eventWork is an event being worked on by this delivery: parsed once, and when it is set aside for its
 // tenant's budget (fatePark), resumed where it stopped.
 type eventWork struct {
-	a       *action.MachineAction
-	tenant  *Tenant
-	next    int // position in a.Commands of the first command this delivery has not published yet
-	results int // published by this delivery
+	a         *action.MachineAction
+	tenant    *Tenant
+	next      int // position in a.Commands of the first command this delivery has not published yet
+	results   int // published by this delivery
+	throttles int // 429s met by calls that were then set aside
 }
 
 // handle is the one place that decides a source message's fate, and settle the one place that carries it
@@ -249,6 +250,16 @@ func (r *Relay) decide(ctx context.Context, payload []byte, src msgSource, w *ev
 		r.gate.made(tk)
 		var busy budgetBusy
 		if errors.As(err, &busy) && ctx.Err() == nil {
+			// A set-aside call that met a 429 first counts it: past LR_MDE_MAX_THROTTLE_RETRIES the event
+			// is retried like any transient failure (counted toward LR_MAX_DELIVER), so a tenant whose
+			// quota another application keeps spending does not keep its events waiting for ever.
+			var th afterThrottle
+			if errors.As(err, &th) && th.AfterThrottle() {
+				if w.throttles++; w.throttles > r.o.MaxThrottleRetries {
+					return r.failure(ctx, at, fmt.Errorf("command %d (%s): throttled %d times: %w",
+						c.Index, commandLabel(c.Command.Type), w.throttles, err))
+				}
+			}
 			at.fate, at.due, at.work, at.t = fatePark, busy.BusyUntil(), w, tenant
 			return at
 		}
@@ -375,6 +386,9 @@ const maxBudgetWait = 250 * time.Millisecond
 
 // budgetBusy is implemented by the limiter's answer when a call would have waited longer than maxBudgetWait.
 type budgetBusy interface{ BusyUntil() time.Time }
+
+// afterThrottle is implemented by such an answer when it came right after the API answered 429.
+type afterThrottle interface{ AfterThrottle() bool }
 
 // credentialsRejected is implemented by errors that mean a tenant's credentials are refused (wrong secret,
 // wrong or revoked certificate): a condition of the tenant, not of the event.

@@ -86,6 +86,9 @@ type Options struct {
 	MaxResultBytesPerEvent int
 	// AuthRetryDelay is how long an event waits when its tenant's credentials are rejected.
 	AuthRetryDelay time.Duration
+	// MaxThrottleRetries (LR_MDE_MAX_THROTTLE_RETRIES) is how many 429s an event's calls absorb while it is set
+	// aside for its tenant's pause before the event is retried as a failure.
+	MaxThrottleRetries int
 	// TenantNames are the configured tenants: their per-tenant counters start at zero.
 	TenantNames []string
 	// Version is lr-relay's version, written into dead-letter records.
